@@ -1,0 +1,32 @@
+"""mediabot: an open bot worker for Microsoft Graph cloud communications."""
+
+from mediabot._errors import (
+    ConfigError,
+    GraphAPIError,
+    GraphAuthError,
+    GraphError,
+    GraphNotFoundError,
+    GraphPermissionError,
+    GraphThrottledError,
+    GraphTransportError,
+    MediaBotError,
+    NotificationError,
+)
+from mediabot.config import Settings
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "GraphAPIError",
+    "GraphAuthError",
+    "GraphError",
+    "GraphNotFoundError",
+    "GraphPermissionError",
+    "GraphThrottledError",
+    "GraphTransportError",
+    "MediaBotError",
+    "NotificationError",
+    "Settings",
+    "__version__",
+]

@@ -1,0 +1,90 @@
+"""The ``mediabot`` command line: ``sandbox`` (the local Graph + Entra emulator) and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from mediabot import __version__
+from mediabot._errors import MediaBotError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="mediabot",
+    help="An open bot worker for Microsoft Graph cloud communications, with a local sandbox of Graph and Entra.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mediabot {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level on stderr.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def sandbox(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8443,
+    state_dir: Annotated[
+        Path, typer.Option(help="Folder for the TLS certificate, signing key and app registrations.")
+    ] = Path("sandbox-state"),
+) -> None:
+    """Run the local emulator of Entra and Graph over HTTPS, in the foreground.
+
+    When ready it prints MEDIABOT_*=value lines (tenant, client id and secret, authority, Graph URL, CA bundle):
+    `mediabot sandbox > sandbox.env` then `set -a; . ./sandbox.env` configures a bot to use it.
+    """
+    from mediabot.sandbox import serve
+
+    serve(host, port, state_dir)
+
+
+@app.command()
+def demo(
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")
+    ] = False,
+) -> None:
+    """Start the sandbox in its own process and drive a call through it with mediabot's Graph client."""
+    from mediabot.demo import run_demo
+
+    ok = asyncio.run(run_demo(json_output=json_output))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``mediabot`` console script: user errors are one line and a hint, never a traceback."""
+    try:
+        app()
+    except MediaBotError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        err.print("hint: run with --verbose for details, or see the README's configuration reference")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,166 @@
+"""One Graph request, done right: token, ``client-request-id``, retries on throttling, errors translated."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
+
+import httpx
+
+from mediabot._errors import (
+    GraphAPIError,
+    GraphNotFoundError,
+    GraphPermissionError,
+    GraphThrottledError,
+    GraphTransportError,
+)
+
+__all__ = ["GraphRequester", "TokenSource", "parse_retry_after"]
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({429, 503, 504})
+
+
+class TokenSource(Protocol):
+    """Anything that hands out bearer tokens (``TokenProvider`` in production)."""
+
+    async def get_token(self) -> str:
+        """A valid access token."""
+        ...
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class GraphRequester:
+    """Sends requests to Graph with auth, retry and throttling handling; the client's methods build on it."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: TokenSource,
+        *,
+        max_retries: int,
+        max_backoff: float,
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self._max_retries = max_retries
+        self._max_backoff = max_backoff
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expected: Collection[int] = (200, 201, 202, 204),
+        authenticate: bool = True,
+    ) -> httpx.Response:
+        """Send one logical request; retries reuse its ``client-request-id`` so Graph can spot duplicates."""
+        client_request_id = str(uuid.uuid4())
+        attempt = 0
+        while True:
+            request_headers = {"client-request-id": client_request_id, "return-client-request-id": "true"}
+            if headers:
+                request_headers.update(headers)
+            if authenticate:
+                request_headers["Authorization"] = f"Bearer {await self._tokens.get_token()}"
+            try:
+                response = await self._http.request(method, url, json=json_body, params=params, headers=request_headers)
+            except httpx.TransportError as exc:
+                if attempt >= self._max_retries:
+                    raise GraphTransportError(
+                        f"{method} {url} failed after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
+                    ) from exc
+                delay = self._backoff(attempt, None)
+                logger.warning("%s %s: %s, retry %d in %.1fs", method, url, type(exc).__name__, attempt + 1, delay)
+            else:
+                if response.status_code in expected:
+                    return response
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if response.status_code not in RETRY_STATUSES or attempt >= self._max_retries:
+                    raise _api_error(response, method, url, client_request_id, retry_after)
+                delay = self._backoff(attempt, retry_after)
+                logger.warning(
+                    "%s %s: %d, retry %d in %.1fs (request-id %s)",
+                    method,
+                    url,
+                    response.status_code,
+                    attempt + 1,
+                    delay,
+                    response.headers.get("request-id"),
+                )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self._max_backoff)
+        # Full jitter on an exponential ladder, so throttled instances do not retry in lockstep.
+        ceiling = min(self._max_backoff, 0.5 * 2**attempt)
+        return float(random.uniform(ceiling / 2, ceiling))
+
+
+def _api_error(
+    response: httpx.Response, method: str, url: str, client_request_id: str, retry_after: float | None
+) -> GraphAPIError:
+    body: Any
+    try:
+        body = response.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = response.text[:2000]
+    error = body.get("error") if isinstance(body, dict) else None
+    code = "UnknownError"
+    message = response.reason_phrase or "no error body"
+    inner: Mapping[str, Any] = {}
+    if isinstance(error, dict):
+        code = str(error.get("code") or code)
+        message = str(error.get("message") or message)
+        raw_inner = error.get("innerError") or error.get("innererror") or {}
+        inner = raw_inner if isinstance(raw_inner, dict) else {}
+    status = response.status_code
+    cls: type[GraphAPIError] = GraphAPIError
+    if status in RETRY_STATUSES:
+        cls = GraphThrottledError
+    elif status in (401, 403):
+        cls = GraphPermissionError
+    elif status == 404:
+        cls = GraphNotFoundError
+    exc = cls(
+        status,
+        code,
+        message,
+        method=method,
+        url=url,
+        request_id=inner.get("request-id") or response.headers.get("request-id"),
+        client_request_id=inner.get("client-request-id") or client_request_id,
+        date=inner.get("date"),
+        body=body,
+    )
+    if isinstance(exc, GraphThrottledError):
+        exc.retry_after = retry_after
+    return exc

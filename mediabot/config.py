@@ -26,10 +26,12 @@ class Settings(BaseSettings):
     client_id: str = Field(default="", description="Application (client) id of the bot's app registration.")
     client_secret: SecretStr | None = Field(default=None, description="Client secret (or use a certificate).")
     certificate_path: Path | None = Field(
-        default=None, description="PEM file with the app's certificate and its private key (instead of a secret)."
+        default=None,
+        description="PEM file with the app's certificate and its private key (instead of a secret).",
     )
     certificate_thumbprint: str | None = Field(
-        default=None, description="SHA-1 thumbprint (hex) of the certificate; computed from the PEM when unset."
+        default=None,
+        description="SHA-1 thumbprint (hex) of the certificate; computed from the PEM when unset.",
     )
     authority: str | None = Field(
         default=None, description="Token authority; default https://login.microsoftonline.com/<tenant_id>."

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import ssl
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from mediabot.sandbox import SandboxServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,3 +29,44 @@ def graph_contract() -> Path:
     if not (path / "index.json").is_file():
         pytest.fail(f"the Graph contract data is missing at {path} (set MEDIABOT_GRAPH_CONTRACT)")
     return path
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """A running mediabot sandbox (Entra + Graph emulator over HTTPS) with a fresh state dir, shared by the session."""
+    with SandboxServer(tmp_path_factory.mktemp("sandbox-state")) as server:
+        yield server
+
+
+class Webhook(http.server.BaseHTTPRequestHandler):
+    mode = "echo"
+    seen: list[str] = []
+
+    def do_POST(self) -> None:
+        query = parse_qs(urlsplit(self.path).query)
+        token = query.get("validationToken", [""])[0]
+        self.seen.append(token)
+        body = (token if self.mode == "echo" else "something else").encode()
+        self.send_response(200 if self.mode != "fail" else 500)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def webhook(sandbox: SandboxServer) -> Iterator[tuple[str, type[Webhook]]]:
+    """An HTTPS webhook echoing Graph's validationToken (with the sandbox's own certificate, which it trusts)."""
+    handler = type("Hook", (Webhook,), {"mode": "echo", "seen": []})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(sandbox.config.cert_path, sandbox.config.key_path)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/api/notifications", handler
+    server.shutdown()
+    server.server_close()

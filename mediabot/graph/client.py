@@ -7,6 +7,7 @@ works unchanged. Methods are named after Graph's operations in snake_case and re
 
 from __future__ import annotations
 
+import ssl
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -125,7 +126,9 @@ class GraphClient:
         self._settings = settings
         self._owns_tokens = tokens is None
         self._tokens: TokenSource = tokens if tokens is not None else TokenProvider(settings)
-        verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle is not None else True
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(settings.ca_bundle)) if settings.ca_bundle is not None else True
+        )
         self.base_url = settings.graph_url.rstrip("/")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
@@ -445,6 +448,10 @@ class GraphClient:
         """Add the large gallery view to the call."""
         body = {"clientContext": client_context}
         return await self._action(f"{CALLS}/{call_id}/addLargeGalleryView", body, AddLargeGalleryViewOperation)
+
+    async def get_operation(self, call_id: str, operation_id: str) -> CommsOperation:
+        """Poll a commsOperation; completion normally arrives as a notification, this is the fallback."""
+        return await self._get_model(f"{CALLS}/{call_id}/operations/{operation_id}", CommsOperation)
 
     # -- IVR --------------------------------------------------------------------------------------------------
 

@@ -1,0 +1,1 @@
+"""One FastAPI router per emulated resource; ``mediabot.sandbox._app`` mounts them."""

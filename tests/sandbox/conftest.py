@@ -1,0 +1,106 @@
+"""Helpers for the sandbox tests: an authenticated Graph client, limited apps, call factories."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+from mediabot.sandbox import AppRegistration, SandboxServer
+
+SERVICE_MEDIA = {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}
+APP_MEDIA = {"@odata.type": "#microsoft.graph.appHostedMediaConfig", "blob": "eyJ2IjoxfQ"}
+
+
+def user_target(user_id: str | None = None) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.invitationParticipantInfo",
+        "identity": {
+            "@odata.type": "#microsoft.graph.identitySet",
+            "user": {"@odata.type": "#microsoft.graph.identity", "id": user_id or str(uuid.uuid4())},
+        },
+    }
+
+
+def call_body(targets: int = 1, media: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "@odata.type": "#microsoft.graph.call",
+        "callbackUri": "https://bot.example.com/api/calling",
+        "targets": [user_target() for _ in range(targets)],
+        "requestedModalities": ["audio"],
+        "mediaConfig": media or SERVICE_MEDIA,
+    }
+
+
+def graph_client(sandbox: SandboxServer, app: AppRegistration | None = None, version: str = "v1.0") -> httpx.Client:
+    token = sandbox.access_token(app)
+    return httpx.Client(
+        base_url=f"{sandbox.base_url}/{version}",
+        verify=sandbox.ssl_context(),
+        trust_env=False,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30.0,
+    )
+
+
+def make_certificate(common_name: str = "mediabot test app") -> tuple[str, str]:
+    """A self-signed client certificate and its key (PEM strings)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox").clear_faults()
+
+
+@pytest.fixture(scope="session")
+def graph(sandbox: SandboxServer) -> Iterator[httpx.Client]:
+    """A Graph v1.0 client authenticated as the default (all-permissions) app."""
+    with graph_client(sandbox) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def beta(sandbox: SandboxServer) -> Iterator[httpx.Client]:
+    """A Graph beta client authenticated as the default app."""
+    with graph_client(sandbox, version="beta") as client:
+        yield client
+
+
+@pytest.fixture
+def new_call(graph: httpx.Client) -> Callable[..., dict[str, Any]]:
+    """Create an outgoing call (default: P2P, service-hosted media) and return it."""
+
+    def create(targets: int = 1, media: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = graph.post("/communications/calls", json=call_body(targets, media))
+        assert response.status_code == 201, response.text
+        call: dict[str, Any] = response.json()
+        return call
+
+    return create

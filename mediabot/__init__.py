@@ -1,6 +1,7 @@
 """mediabot: an open bot worker for Microsoft Graph cloud communications."""
 
 from mediabot._errors import (
+    CallbackAuthError,
     ConfigError,
     GraphAPIError,
     GraphAuthError,
@@ -17,6 +18,7 @@ from mediabot.config import Settings
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallbackAuthError",
     "ConfigError",
     "GraphAPIError",
     "GraphAuthError",

@@ -11,9 +11,10 @@
     │       ├── GraphThrottledError 429 / 503 / 504 still failing after the retries
     │       ├── GraphPermissionError 401 / 403: the app lacks a permission or the token was refused
     │       └── GraphNotFoundError  404: the call, participant or resource is gone
-    └── NotificationError           a callback or change-notification body that cannot be understood
+    ├── NotificationError           a callback or change-notification body that cannot be understood
+    └── CallbackAuthError           a callback whose bearer token is missing, forged, expired or not for this bot
 
-Foreign exceptions (httpx, msal, pydantic) are translated at the boundary with ``raise ... from``.
+Foreign exceptions (httpx, msal, pydantic, PyJWT) are translated at the boundary with ``raise ... from``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "CallbackAuthError",
     "ConfigError",
     "GraphAPIError",
     "GraphAuthError",
@@ -103,3 +105,7 @@ class GraphNotFoundError(GraphAPIError):
 
 class NotificationError(MediaBotError):
     """A notification body that is not a commsNotifications or change-notification collection."""
+
+
+class CallbackAuthError(MediaBotError):
+    """A callback was refused: its bearer token is missing, malformed, forged, expired or not for this bot."""

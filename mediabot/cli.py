@@ -80,13 +80,21 @@ def demo(
         raise typer.Exit(1)
 
 
+def _fail(message: str, hint: str) -> None:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    err.print(f"hint: {hint}", highlight=False)
+    sys.exit(2)
+
+
 def main() -> None:
     """Entry point of the ``mediabot`` console script: user errors are one line and a hint, never a traceback."""
     try:
         app()
     except MediaBotError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        err.print("hint: run with --verbose for details, or see the README's configuration reference")
-        sys.exit(2)
+        _fail(str(exc), "run with --verbose for details, or see the README's configuration reference")
+    except OSError as exc:
+        # Ports in use, folders that cannot be made: the environment, not a bug.
+        where = f": {exc.filename}" if exc.filename else ""
+        _fail(f"{exc.strerror or exc}{where}", "check the paths and ports given on the command line")
     except KeyboardInterrupt:
         sys.exit(130)

@@ -22,7 +22,6 @@ from mediabot.graph._transport import GraphRequester, TokenSource
 from mediabot.graph.auth import TokenProvider
 from mediabot.graph.join_url import parse_join_web_url
 from mediabot.graph.models import (
-    AddLargeGalleryViewOperation,
     Call,
     CallRecord,
     CallRecordSession,
@@ -441,13 +440,6 @@ class GraphClient:
         await self.request(
             "POST", f"{CALLS}/{call_id}/changeScreenSharingRole", json_body=body, expected=(200, 202, 204)
         )
-
-    async def add_large_gallery_view(
-        self, call_id: str, *, client_context: str | None = None
-    ) -> AddLargeGalleryViewOperation:
-        """Add the large gallery view to the call."""
-        body = {"clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/addLargeGalleryView", body, AddLargeGalleryViewOperation)
 
     async def get_operation(self, call_id: str, operation_id: str) -> CommsOperation:
         """Poll a commsOperation; completion normally arrives as a notification, this is the fallback."""

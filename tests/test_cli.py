@@ -1,0 +1,54 @@
+"""The command line: help, version, the demo end to end, and user errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from mediabot import __version__
+from mediabot.cli import app
+
+runner = CliRunner()
+
+
+def test_version_and_help_describe_every_command() -> None:
+    assert runner.invoke(app, ["--version"]).stdout.strip() == f"mediabot {__version__}"
+    help_text = runner.invoke(app, ["--help"]).stdout
+    for command in ("sandbox", "demo"):
+        assert command in help_text
+    sandbox_help = runner.invoke(app, ["sandbox", "--help"]).stdout
+    assert "--state-dir" in sandbox_help and "MEDIABOT_" in sandbox_help
+
+
+def test_the_demo_runs_the_sandbox_in_its_own_process_and_every_step_passes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mediabot", "demo", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True
+    names = [step["name"] for step in summary["steps"]]
+    assert names[0] == "token" and "ride out throttling" in names and names[-1] == "read the call record"
+    assert all(step["ok"] for step in summary["steps"])
+
+
+def test_a_user_error_is_one_line_and_a_hint_not_a_traceback(tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = subprocess.run(
+        [sys.executable, "-m", "mediabot", "sandbox", "--port", "0", "--state-dir", str(blocker / "state")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "error:" in result.stderr and "hint:" in result.stderr

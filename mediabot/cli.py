@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from mediabot import __version__
-from mediabot._errors import MediaBotError
+from mediabot._errors import ConfigError, MediaBotError
 
 __all__ = ["app", "main"]
 
@@ -64,6 +64,47 @@ def sandbox(
     from mediabot.sandbox import serve
 
     serve(host, port, state_dir)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="PEM certificate, to serve HTTPS directly.")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="PEM private key of --ssl-certfile.")] = None,
+) -> None:
+    """Run the bot: Graph's call notifications at /api/calling, webhooks at /api/notifications, the API at /v1.
+
+    Configured by MEDIABOT_* settings (environment or .env); the output of `mediabot sandbox` works as is,
+    plus MEDIABOT_PUBLIC_URL (where Graph reaches this instance) and MEDIABOT_API_KEY (for /v1).
+    """
+    import socket
+
+    import uvicorn
+    from pydantic import ValidationError
+
+    from mediabot.config import Settings
+    from mediabot.service import create_app
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+    application = create_app(settings)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted sockets inherit it: no Nagle delay on two-write responses.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    config = uvicorn.Config(
+        application,
+        log_config=None,
+        access_log=False,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 @app.command()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,42 @@ class Settings(BaseSettings):
     graph_max_retries: int = Field(default=5, ge=0, description="Retries on 429/503/504 and transport errors.")
     graph_max_backoff: float = Field(default=60.0, gt=0, description="Cap in seconds on one wait between retries.")
 
+    public_url: str = Field(
+        default="", description="Public HTTPS base URL of this instance; callbacks go to <public_url>/api/calling."
+    )
+    instance_id: str = Field(default_factory=socket.gethostname, description="Name of this instance in logs.")
+    callback_openid_url: str = Field(
+        default="https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration",
+        description="OpenID configuration whose keys sign Graph's call notifications.",
+    )
+    callback_issuers: list[str] = Field(
+        default_factory=lambda: ["https://graph.microsoft.com", "https://api.botframework.com"],
+        description='Accepted issuers of call-notification tokens (JSON list, e.g. ["https://graph.microsoft.com"]).',
+    )
+    api_key: SecretStr | None = Field(default=None, description="Bearer key of the /v1 operator API (unset: /v1 off).")
+    output_dir: Path = Field(default=Path("recordings"), description="Where calls' recordings and metadata go.")
+    answer_mode: Literal["all", "allow_list", "reject"] = Field(
+        default="all", description="Which incoming calls to answer: all, only allowed callers, or none."
+    )
+    allowed_callers: list[str] = Field(
+        default_factory=list, description="Caller ids answered in allow_list mode (JSON list)."
+    )
+    reject_reason: Literal["none", "busy", "forbidden"] = Field(
+        default="busy", description="Reason given when a call is rejected by policy."
+    )
+    keepalive_interval: float = Field(
+        default=1800.0, ge=900.0, le=2700.0, description="Seconds between keepAlives of a live call (15-45 min)."
+    )
+    compliance_recording: bool = Field(
+        default=False, description="Record only after Graph accepted updateRecordingStatus(recording)."
+    )
+    subscribe_call_records: bool = Field(
+        default=False, description="Subscribe to callRecords at start (webhook at <public_url>/api/notifications)."
+    )
+    max_callback_bytes: int = Field(
+        default=1_000_000, gt=0, description="Largest callback or webhook body accepted, in bytes."
+    )
+
     @model_validator(mode="after")
     def _check_credentials(self) -> Self:
         if self.client_secret is not None and self.certificate_path is not None:
@@ -52,6 +89,16 @@ class Settings(BaseSettings):
         if self.ca_bundle is not None and not self.ca_bundle.is_file():
             raise ValueError(f"MEDIABOT_CA_BUNDLE={self.ca_bundle} is not a file")
         return self
+
+    @property
+    def callback_url(self) -> str:
+        """Where Graph posts this instance's call notifications."""
+        return f"{self.public_url.rstrip('/')}/api/calling"
+
+    @property
+    def notification_url(self) -> str:
+        """Where Graph posts change notifications (webhooks) for this instance."""
+        return f"{self.public_url.rstrip('/')}/api/notifications"
 
     @property
     def effective_authority(self) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mediabot.calls.call import ManagedCall, ToneRecord
 from mediabot.calls.policy import AnswerDecision
-from mediabot.graph.models import CommsOperation, Participant
+from mediabot.graph.models import CallRecord, CommsOperation, Participant
 
 __all__ = ["Bot"]
 
@@ -73,3 +73,6 @@ class Bot:
 
     async def on_terminated(self, call: ManagedCall) -> None:
         """The call ended; ``call.result_info`` says why (when Graph said), ``call.note`` when we ended it locally."""
+
+    async def on_call_record(self, record: CallRecord) -> None:
+        """Graph published the call record of a finished call (needs ``MEDIABOT_SUBSCRIBE_CALL_RECORDS``)."""

@@ -1,0 +1,116 @@
+"""``create_app(settings)``: the FastAPI service; Graph client, authenticator and CallManager live in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from mediabot import __version__
+from mediabot._errors import ConfigError
+from mediabot.calls import AnswerPolicy, Bot, CallConfig, CallManager, Clock, MediaProvider
+from mediabot.config import Settings
+from mediabot.graph import GraphClient
+from mediabot.graph.callback_auth import CallbackAuthenticator
+from mediabot.graph.models import CallRecord
+from mediabot.graph.subscriptions import SubscriptionKeeper, SubscriptionSpec
+from mediabot.service.routes import calling, notifications, v1
+
+__all__ = ["call_config", "create_app"]
+
+logger = logging.getLogger(__name__)
+CALL_RECORDS_KEPT = 200
+
+
+def call_config(settings: Settings) -> CallConfig:
+    """The CallManager's configuration from the settings (validated here, so bad settings fail at start)."""
+    if not settings.public_url.startswith(("https://", "http://")):
+        raise ConfigError("MEDIABOT_PUBLIC_URL must be the http(s) base URL Graph can reach this instance at")
+    if settings.answer_mode == "all":
+        policy = AnswerPolicy.answer_all()
+    elif settings.answer_mode == "allow_list":
+        policy = AnswerPolicy.allow_list(settings.allowed_callers, reject_reason=settings.reject_reason)
+    else:
+        policy = AnswerPolicy.reject_all(settings.reject_reason)
+    return CallConfig(
+        callback_url=settings.callback_url,
+        answer_policy=policy,
+        keepalive_interval=settings.keepalive_interval,
+        compliance_recording=settings.compliance_recording,
+    )
+
+
+def create_app(
+    settings: Settings,
+    *,
+    bot: Bot | None = None,
+    media: MediaProvider | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the service: callbacks at /api/calling, webhooks at /api/notifications, the operator API at /v1."""
+    config = call_config(settings)
+    the_bot = bot or Bot()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        graph = GraphClient(settings)
+        verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
+        authenticator = CallbackAuthenticator(
+            openid_config_url=settings.callback_openid_url,
+            audience=settings.client_id,
+            issuers=settings.callback_issuers,
+            verify=verify,
+        )
+        manager = CallManager(graph, the_bot, config, clock=clock, media=media)
+        keeper: SubscriptionKeeper | None = None
+        if settings.subscribe_call_records:
+            keeper = SubscriptionKeeper(
+                graph,
+                [SubscriptionSpec("/communications/callRecords")],
+                notification_url=settings.notification_url,
+                lifecycle_url=f"{settings.notification_url}/lifecycle",
+            )
+        app.state.settings = settings
+        app.state.graph = graph
+        app.state.authenticator = authenticator
+        app.state.manager = manager
+        app.state.bot = the_bot
+        app.state.keeper = keeper
+        app.state.call_records = deque[CallRecord](maxlen=CALL_RECORDS_KEPT)
+        await manager.start()
+        # Graph validates the webhook URL while we subscribe, so subscribing must not hold up the startup.
+        subscribing = asyncio.create_task(keeper.start()) if keeper is not None else None
+        logger.info("mediabot %s instance %s: callbacks at %s", __version__, settings.instance_id, config.callback_url)
+        try:
+            yield
+        finally:
+            if subscribing is not None and keeper is not None:
+                subscribing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await subscribing
+                await keeper.stop()
+            await manager.stop()
+            await authenticator.aclose()
+            await graph.aclose()
+
+    app = FastAPI(
+        title="mediabot",
+        version=__version__,
+        description="Graph call notifications, webhooks and the operator API of a mediabot instance.",
+        lifespan=lifespan,
+    )
+    app.include_router(calling.router)
+    app.include_router(notifications.router)
+    app.include_router(v1.router)
+
+    @app.get("/healthz", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process serves requests."""
+        return {"status": "ok", "version": __version__}
+
+    return app

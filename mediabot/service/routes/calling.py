@@ -1,0 +1,37 @@
+"""``POST /api/calling``: Graph's signed call notifications, authenticated, parsed and handed to the CallManager."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, Request, Response
+
+from mediabot._errors import CallbackAuthError, NotificationError
+from mediabot.graph.notifications import parse_comms_notifications
+from mediabot.service._body import read_limited
+from mediabot.service.deps import AuthenticatorDep, ManagerDep, SettingsDep
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["callbacks"])
+
+
+@router.post("/api/calling", status_code=202, include_in_schema=True)
+async def calling(
+    request: Request, settings: SettingsDep, authenticator: AuthenticatorDep, manager: ManagerDep
+) -> Response:
+    """Accept a commsNotifications body only with a valid Graph-signed bearer token; 202 once it is queued."""
+    try:
+        claims = await authenticator.authenticate(request.headers.get("authorization"))
+    except CallbackAuthError as exc:
+        logger.warning("refused a call notification from %s: %s", request.client.host if request.client else "?", exc)
+        raise HTTPException(401, "invalid or missing callback token", headers={"WWW-Authenticate": "Bearer"}) from exc
+    body = await read_limited(request, settings.max_callback_bytes)
+    try:
+        events = parse_comms_notifications(body)
+    except NotificationError as exc:
+        logger.warning("refused a malformed call notification (issuer %s): %s", claims.issuer, exc)
+        raise HTTPException(400, f"not a commsNotifications body: {exc}") from exc
+    await manager.handle_notifications(events)
+    return Response(status_code=202)

@@ -1,4 +1,4 @@
-"""The service on a real port (uvicorn in a thread, HTTPS with the sandbox's certificate), configured from the sandbox."""
+"""The service on a real port (uvicorn in a thread, HTTPS with the sandbox's certificate), set up from the sandbox."""
 
 from __future__ import annotations
 

@@ -17,13 +17,16 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from ._callback_signing import CallbackSigner
 from ._config import SandboxConfig
 from ._deps import SandboxState
 from ._errors import GraphErrorResponse, entra_error, graph_error_body, graph_error_code_for_status
+from ._notifier import CallNotifier
+from ._platform import CallPlatform
 from ._schemas import catalog
 from ._store import Fault, SandboxStore
 from ._tokens import TokenService
-from .routes import admin, callrecords, calls, entra, me, meetings, participants, presence, subscriptions
+from .routes import admin, callback, callrecords, calls, entra, me, meetings, participants, presence, subscriptions
 
 __all__ = ["create_sandbox_app"]
 
@@ -59,19 +62,31 @@ def _fault_response(request: Request, fault: Fault) -> Response:
 
 
 def create_sandbox_app(config: SandboxConfig) -> FastAPI:
-    """Build the emulator app for ``config`` (state lives in memory in the returned app)."""
+    """Build the emulator app for ``config`` (state lives in memory in the returned app).
+
+    The call platform (notification delivery, call timers) starts on first use; a host stops it with
+    ``await app.state.sandbox.platform.aclose()`` (``SandboxServer`` and ``serve`` do).
+    """
+    store = SandboxStore(config)
+    signer = CallbackSigner(config)
+    platform = CallPlatform(store, CallNotifier(config, signer), config.answer_deadline, config.keepalive_timeout)
+
     app = FastAPI(title="mediabot sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = SandboxState(
-        config=config, store=SandboxStore(config), tokens=TokenService(config), schemas=catalog()
+        config=config,
+        store=store,
+        tokens=TokenService(config),
+        schemas=catalog(),
+        signer=signer,
+        platform=platform,
     )
-    store: SandboxStore = app.state.sandbox.store
 
     @app.middleware("http")
     async def edge(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         request_id = str(uuid.uuid4())
         request.state.request_id = request_id
         path = request.url.path
-        controlled = not path.startswith("/_sandbox")
+        controlled = not path.startswith(("/_sandbox", "/sandbox/", "/callback/"))
         started = time.perf_counter()
         response: Response | None = None
         if controlled and (fault := store.take_fault(request.method, path)) is not None:
@@ -135,5 +150,7 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
             app.include_router(router, prefix=version)
     app.include_router(calls.recordings_router)
     app.include_router(admin.router)
+    app.include_router(admin.issue_router)
+    app.include_router(callback.router)
     app.include_router(entra.router)
     return app

@@ -4,6 +4,7 @@ State directory layout (directory 0700, files 0600)::
 
     cert.pem, key.pem     self-signed TLS certificate (its own CA) and key
     signing-key.pem       RSA key that signs access tokens (published in the JWKS)
+    callback-signing-key.pem  RSA key that signs call notifications (published at ``/callback/keys``)
     tenant.json           {"tenant_id": ...}
     apps.json             the app registrations, default app first (client secrets included: it is a local emulator)
 
@@ -28,6 +29,7 @@ __all__ = ["AppRegistration", "SandboxConfig", "new_client_secret"]
 _CERT = "cert.pem"
 _KEY = "key.pem"
 _SIGNING_KEY = "signing-key.pem"
+_CALLBACK_SIGNING_KEY = "callback-signing-key.pem"
 _TENANT = "tenant.json"
 _APPS = "apps.json"
 
@@ -85,6 +87,8 @@ class SandboxConfig:
     tenant_id: str
     signing_key_pem: bytes
     apps: list[AppRegistration]
+    #: RSA key (PEM) signing the bearer tokens of call notifications POSTed to callbackUris
+    callback_signing_key_pem: bytes
     #: extra CA bundle trusted for subscription validation requests (besides the sandbox's own certificate)
     notification_ca_path: Path | None = None
     #: accept ``http://`` notification URLs (Graph requires HTTPS; for local bots without TLS only)
@@ -93,6 +97,10 @@ class SandboxConfig:
     sessions_page_size: int = 2
     #: seconds a notification endpoint has to answer Graph's validation request
     validation_timeout: float = 10.0
+    #: seconds an incoming call rings before the platform gives up on it (Graph: 15 s)
+    answer_deadline: float = 15.0
+    #: seconds a call lives without a keepAlive request (Graph: 45 minutes)
+    keepalive_timeout: float = 45 * 60.0
 
     @property
     def cert_path(self) -> Path:
@@ -108,6 +116,11 @@ class SandboxConfig:
     def signing_kid(self) -> str:
         """The ``kid`` of the token-signing key."""
         return key_id(self.signing_key_pem)
+
+    @property
+    def callback_signing_kid(self) -> str:
+        """The ``kid`` of the call-notification signing key."""
+        return key_id(self.callback_signing_key_pem)
 
     @property
     def default_app(self) -> AppRegistration:
@@ -126,6 +139,8 @@ class SandboxConfig:
             _write_private(state_dir / _CERT, cert_pem)
         if not (state_dir / _SIGNING_KEY).is_file():
             _write_private(state_dir / _SIGNING_KEY, generate_rsa_key_pem())
+        if not (state_dir / _CALLBACK_SIGNING_KEY).is_file():
+            _write_private(state_dir / _CALLBACK_SIGNING_KEY, generate_rsa_key_pem())
         if not (state_dir / _TENANT).is_file():
             _write_private(state_dir / _TENANT, json.dumps({"tenant_id": str(uuid.uuid4())}).encode())
         if not (state_dir / _APPS).is_file():
@@ -143,6 +158,7 @@ class SandboxConfig:
             tenant_id=str(tenant["tenant_id"]),
             signing_key_pem=(state_dir / _SIGNING_KEY).read_bytes(),
             apps=apps,
+            callback_signing_key_pem=(state_dir / _CALLBACK_SIGNING_KEY).read_bytes(),
             **options,
         )
 

@@ -12,9 +12,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from starlette.responses import JSONResponse, Response
 
+from ._callback_signing import CallbackSigner
 from ._config import AppRegistration, SandboxConfig
 from ._errors import GraphErrorResponse
 from ._permissions import missing_permission
+from ._platform import CallPlatform
 from ._schemas import SchemaCatalog
 from ._store import SandboxStore
 from ._tokens import Principal, TokenError, TokenService
@@ -40,12 +42,14 @@ _WWW_AUTHENTICATE = (
 
 @dataclasses.dataclass
 class SandboxState:
-    """What every handler can reach: configuration, store, token service and schema catalog."""
+    """What every handler can reach: configuration, store, tokens, schemas, callback signer and call platform."""
 
     config: SandboxConfig
     store: SandboxStore
     tokens: TokenService
     schemas: SchemaCatalog
+    signer: CallbackSigner
+    platform: CallPlatform
 
 
 def _state(request: Request) -> SandboxState:

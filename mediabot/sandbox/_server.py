@@ -19,6 +19,8 @@ import uvicorn
 
 from ._app import create_sandbox_app
 from ._config import AppRegistration, SandboxConfig
+from ._platform import CallPlatform
+from .routes.callback import CALLBACK_OPENID_PATH
 
 __all__ = ["SandboxServer", "serve"]
 
@@ -30,13 +32,19 @@ _START_TIMEOUT = 30.0
 class _NotifyingServer(uvicorn.Server):
     """A uvicorn server that reports when it is listening."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, platform: CallPlatform) -> None:
         super().__init__(config)
         self.ready = threading.Event()
+        self._platform = platform
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets=sockets)
         self.ready.set()
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets=sockets)
+        # Not a lifespan handler: uvicorn skips those on force_exit, which SandboxServer.stop uses.
+        await self._platform.aclose()
 
     def install_signal_handlers(self) -> None:  # pragma: no cover - only relevant on the main thread
         """Leave signals to the host process."""
@@ -54,9 +62,10 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn_config(config: SandboxConfig, access_log: bool) -> uvicorn.Config:
-    return uvicorn.Config(
-        create_sandbox_app(config),
+def _server(config: SandboxConfig, access_log: bool) -> _NotifyingServer:
+    app = create_sandbox_app(config)
+    uvicorn_config = uvicorn.Config(
+        app,
         ssl_certfile=str(config.cert_path),
         ssl_keyfile=str(config.key_path),
         log_config=None,
@@ -64,6 +73,7 @@ def _uvicorn_config(config: SandboxConfig, access_log: bool) -> uvicorn.Config:
         lifespan="off",
         timeout_graceful_shutdown=2,
     )
+    return _NotifyingServer(uvicorn_config, app.state.sandbox.platform)
 
 
 def _env(config: SandboxConfig, base_url: str) -> dict[str, str]:
@@ -75,6 +85,8 @@ def _env(config: SandboxConfig, base_url: str) -> dict[str, str]:
         "MEDIABOT_AUTHORITY": f"{base_url}/{config.tenant_id}",
         "MEDIABOT_GRAPH_URL": f"{base_url}/v1.0",
         "MEDIABOT_CA_BUNDLE": str(config.cert_path),
+        # Before MEDIABOT_SANDBOX_URL: readers of the printed environment (the demo) stop at that last line.
+        "MEDIABOT_CALLBACK_OPENID_URL": f"{base_url}{CALLBACK_OPENID_PATH}",
         "MEDIABOT_SANDBOX_URL": base_url,
     }
 
@@ -84,7 +96,7 @@ class SandboxServer:
 
     Use as a context manager or with :meth:`start` / :meth:`stop`. Extra keyword ``options`` are
     :class:`SandboxConfig` settings (``notification_ca_path``, ``allow_http_notification_urls``,
-    ``sessions_page_size``, ``validation_timeout``).
+    ``sessions_page_size``, ``validation_timeout``, ``answer_deadline``, ``keepalive_timeout``).
     """
 
     def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
@@ -105,7 +117,7 @@ class SandboxServer:
         self._config = SandboxConfig.load(self.state_dir, **self._options)
         sock = _bind(self.host, self.port)
         self.port = sock.getsockname()[1]
-        server = _NotifyingServer(_uvicorn_config(self._config, access_log=False))
+        server = _server(self._config, access_log=False)
         thread = threading.Thread(
             target=self._run, args=(server, sock), name=f"mediabot-sandbox:{self.port}", daemon=True
         )
@@ -185,6 +197,11 @@ class SandboxServer:
     def graph_url(self) -> str:
         """The Graph v1.0 root."""
         return f"{self.base_url}/v1.0"
+
+    @property
+    def callback_openid_url(self) -> str:
+        """The OpenID configuration whose keys sign call notifications (``MEDIABOT_CALLBACK_OPENID_URL``)."""
+        return f"{self.base_url}{CALLBACK_OPENID_PATH}"
 
     @property
     def default_app(self) -> AppRegistration:
@@ -267,7 +284,7 @@ class SandboxServer:
     def incoming_call(
         self,
         client_id: str | None = None,
-        callback_uri: str = "",
+        callback_uri: str | None = None,
         caller_id: str | None = None,
         caller_display_name: str = "Sandbox Caller",
         caller_kind: str = "user",
@@ -287,6 +304,26 @@ class SandboxServer:
     def end_call(self, call_id: str) -> str:
         """End a call as the remote side would; the id of its callRecord."""
         return str(self._post(f"/_sandbox/calls/{call_id}/end", {})["callRecordId"])
+
+    def set_callback(self, client_id: str, callback_uri: str) -> None:
+        """Set the callbackUri incoming calls of ``client_id`` use when none is given."""
+        self._post(f"/_sandbox/apps/{client_id}/callback", {"callback_uri": callback_uri})
+
+    def send_tones(self, call_id: str, tones: list[str]) -> dict[str, Any]:
+        """Press DTMF tones on a call's remote side (notified only if the call subscribed to tones)."""
+        result: dict[str, Any] = self._post(f"/_sandbox/calls/{call_id}/tones", {"tones": tones})
+        return result
+
+    def notifications(self) -> list[dict[str, Any]]:
+        """The notification delivery log (call_id, callback_uri, app_id, outcome, status, notifications, body)."""
+        response = self._admin().get("/_sandbox/notifications")
+        response.raise_for_status()
+        value: list[dict[str, Any]] = response.json()["value"]
+        return value
+
+    def clear_notifications(self) -> None:
+        """Empty the notification delivery log."""
+        self._admin().delete("/_sandbox/notifications").raise_for_status()
 
     def access_token(self, app: AppRegistration | None = None) -> str:
         """A Graph access token for ``app`` (default app) by client secret, straight from the token endpoint."""
@@ -312,7 +349,7 @@ def serve(host: str, port: int, state_dir: Path) -> None:
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host
-    server = _NotifyingServer(_uvicorn_config(config, access_log=False))
+    server = _server(config, access_log=False)
 
     def announce() -> None:
         server.ready.wait()

@@ -95,6 +95,8 @@ class CallEntry:
     roster_history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     join_web_url: str | None = None
     next_source_id: int = 1
+    tones_subscribed: bool = False
+    tone_sequence: int = 0
 
     def new_source_id(self) -> str:
         """A fresh ``mediaStreams[].sourceId`` for a participant joining this call."""
@@ -199,6 +201,7 @@ class SandboxStore:
         self._subscriptions: dict[str, dict[str, Any]] = {}
         self._faults: list[Fault] = []
         self._requests: list[dict[str, Any]] = []
+        self._default_callbacks: dict[str, str] = {}
 
     @property
     def tenant_id(self) -> str:
@@ -221,6 +224,16 @@ class SandboxStore:
         with self._lock:
             self._apps[app.client_id] = app
             self._config.save_apps(list(self._apps.values()))
+
+    def set_default_callback(self, client_id: str, callback_uri: str) -> None:
+        """The callbackUri of the app's incoming calls when the ringing request names none."""
+        with self._lock:
+            self._default_callbacks[client_id] = callback_uri
+
+    def default_callback(self, client_id: str) -> str:
+        """The app's default callbackUri for incoming calls (empty: none registered)."""
+        with self._lock:
+            return self._default_callbacks.get(client_id, "")
 
     # -- faults and request log ---------------------------------------------------------------------------------
     def add_fault(self, fault: Fault) -> None:
@@ -422,6 +435,47 @@ class SandboxStore:
             elif call_id not in self._calls:
                 raise not_found(f"Call '{call_id}'")
             return self._end(call_id)
+
+    def call_snapshot(self, call_id: str) -> tuple[dict[str, Any], str]:
+        """The call and its owner app, whoever asks (admin routes; 404 once it ended)."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None:
+                raise not_found(f"Call '{call_id}'")
+            return copy.deepcopy(entry.resource), entry.owner
+
+    def expire_call(self, call_id: str, only_state: str | None = None) -> tuple[dict[str, Any], str] | None:
+        """End a call on a platform timer (only while in ``only_state``, when given); (last snapshot, owner)."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None or (only_state is not None and entry.resource["state"] != only_state):
+                return None
+            snapshot = copy.deepcopy(entry.resource)
+            self._end(call_id)
+            return snapshot, entry.owner
+
+    def subscribe_to_tones(self, call_id: str, app_id: str) -> None:
+        """Mark the call as subscribed to DTMF tones."""
+        with self._lock:
+            self._call(call_id, app_id).tones_subscribed = True
+
+    def receive_tones(self, call_id: str, tones: Iterable[str]) -> tuple[dict[str, Any], str, list[tuple[int, str]]]:
+        """Tones pressed by the remote side: (call, owner, [(sequenceId, tone)]); none unless subscribed."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None:
+                raise not_found(f"Call '{call_id}'")
+            received: list[tuple[int, str]] = []
+            if entry.tones_subscribed:
+                for tone in tones:
+                    entry.tone_sequence += 1
+                    received.append((entry.tone_sequence, tone))
+                    entry.resource["toneInfo"] = {
+                        "@odata.type": "#microsoft.graph.toneInfo",
+                        "sequenceId": entry.tone_sequence,
+                        "tone": tone,
+                    }
+            return copy.deepcopy(entry.resource), entry.owner, received
 
     def _end(self, call_id: str) -> str:
         entry = self._calls.pop(call_id)
@@ -748,6 +802,16 @@ class SandboxStore:
         """All subscriptions of ``owner``."""
         with self._lock:
             return [_public(s) for s in self._subscriptions.values() if s["_owner"] == owner]
+
+    def subscribers(self, resource_prefix: str) -> list[tuple[dict[str, Any], str]]:
+        """Every live subscription (with its owner) whose resource starts with ``resource_prefix``."""
+        wanted = resource_prefix.strip("/").lower()
+        with self._lock:
+            return [
+                (_public(s), str(s["_owner"]))
+                for s in self._subscriptions.values()
+                if str(s.get("resource", "")).strip("/").lower().startswith(wanted)
+            ]
 
     def update_subscription(self, subscription_id: str, owner: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply a PATCH to a subscription."""

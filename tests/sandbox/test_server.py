@@ -54,7 +54,7 @@ def test_serve_prints_the_environment_and_keeps_the_secret_out_of_logs(tmp_path:
     )
     try:
         assert process.stdout is not None
-        lines = [process.stdout.readline().strip() for _ in range(7)]
+        lines = [process.stdout.readline().strip() for _ in range(8)]
         env = dict(line.split("=", 1) for line in lines)
         assert list(env) == [
             "MEDIABOT_TENANT_ID",
@@ -63,6 +63,7 @@ def test_serve_prints_the_environment_and_keeps_the_secret_out_of_logs(tmp_path:
             "MEDIABOT_AUTHORITY",
             "MEDIABOT_GRAPH_URL",
             "MEDIABOT_CA_BUNDLE",
+            "MEDIABOT_CALLBACK_OPENID_URL",
             "MEDIABOT_SANDBOX_URL",
         ]
         context = ssl.create_default_context(cafile=env["MEDIABOT_CA_BUNDLE"])

@@ -3,7 +3,10 @@
 - ``POST /_sandbox/apps``: register an app (roles, optional secret or certificate PEM); ``GET`` lists them.
 - ``POST /_sandbox/faults`` / ``GET`` / ``DELETE``: arm, list, clear injected faults.
 - ``GET`` / ``DELETE /_sandbox/requests``: the request log (method, path, client-request-id, status).
-- ``POST /_sandbox/calls/incoming``: ring an app with an incoming call; ``POST /_sandbox/calls/{id}/end``: hang up.
+- ``POST /_sandbox/calls/incoming`` (also ``/sandbox/calls/incoming``): ring an app with an incoming call;
+  ``POST /_sandbox/calls/{id}/end``: the remote side hangs up; ``POST /_sandbox/calls/{id}/tones``: it presses tones.
+- ``POST /_sandbox/apps/{client_id}/callback``: the default callbackUri of the app's incoming calls.
+- ``GET`` / ``DELETE /_sandbox/notifications``: the log of commsNotification deliveries to callbackUris.
 - ``GET /_sandbox/health``: readiness.
 """
 
@@ -20,11 +23,14 @@ from starlette.responses import JSONResponse, Response
 from .._config import AppRegistration, new_client_secret
 from .._deps import StateDep
 from .._errors import GraphErrorResponse
+from .._notifications import REMOTE_HUNG_UP_RESULT
 from .._store import Fault
 
-__all__ = ["router"]
+__all__ = ["issue_router", "router"]
 
 router = APIRouter(prefix="/_sandbox")
+#: The incoming-call route under the path the issue names, without the underscore.
+issue_router = APIRouter(prefix="/sandbox")
 
 
 class AppRequest(BaseModel):
@@ -53,10 +59,23 @@ class IncomingCallRequest(BaseModel):
     """Body of ``POST /_sandbox/calls/incoming``."""
 
     client_id: str | None = None
-    callback_uri: str = ""
+    #: where the platform POSTs the call's notifications; default: the app's registered callback
+    callback_uri: str | None = None
     caller_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     caller_display_name: str = "Sandbox Caller"
     caller_kind: Literal["user", "phone"] = "user"
+
+
+class CallbackRequest(BaseModel):
+    """Body of ``POST /_sandbox/apps/{client_id}/callback``."""
+
+    callback_uri: str
+
+
+class TonesRequest(BaseModel):
+    """Body of ``POST /_sandbox/calls/{id}/tones``."""
+
+    tones: list[str] = Field(min_length=1)
 
 
 @router.get("/health")
@@ -150,12 +169,23 @@ async def clear_requests(state: StateDep) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/apps/{client_id}/callback")
+async def set_callback(client_id: str, body: CallbackRequest, state: StateDep) -> dict[str, str]:
+    """Set the callbackUri of the app's incoming calls when the ringing request names none."""
+    if state.store.app(client_id) is None:
+        raise GraphErrorResponse(404, "NotFound", f"App '{client_id}' not found.")
+    state.store.set_default_callback(client_id, body.callback_uri)
+    return {"client_id": client_id, "callback_uri": body.callback_uri}
+
+
 @router.post("/calls/incoming", status_code=201)
+@issue_router.post("/calls/incoming", status_code=201)
 async def incoming_call(body: IncomingCallRequest, request: Request, state: StateDep) -> dict[str, Any]:
-    """Ring an app (default: the default app) with a call in state ``incoming``; the call."""
+    """Ring an app (default: the default app) with a call in state ``incoming``; the call (notified ``created``)."""
     app = state.store.app(body.client_id) if body.client_id else state.config.default_app
     if app is None:
         raise GraphErrorResponse(404, "NotFound", f"App '{body.client_id}' not found.")
+    callback_uri = body.callback_uri if body.callback_uri is not None else state.store.default_callback(app.client_id)
     if body.caller_kind == "phone":
         caller = {
             "@odata.type": "#microsoft.graph.identitySet",
@@ -172,11 +202,37 @@ async def incoming_call(body: IncomingCallRequest, request: Request, state: Stat
             },
         }
     context = f"{str(request.base_url).rstrip('/')}/v1.0/$metadata#communications/calls/$entity"
-    return state.store.incoming_call(app, caller, body.callback_uri, context)
+    call = state.store.incoming_call(app, caller, callback_uri, context)
+    state.platform.incoming(call, app.client_id)
+    return call
 
 
 @router.post("/calls/{call_id}/end")
 async def end_call(call_id: str, state: StateDep) -> JSONResponse:
-    """End a call as if the remote side hung up; the id of the filed callRecord."""
+    """End a call as if the remote side hung up (notified ``deleted``); the id of the filed callRecord."""
+    call, owner = state.store.call_snapshot(call_id)
     record_id = state.store.end_call(call_id)
+    state.platform.ended(call, owner, REMOTE_HUNG_UP_RESULT)
     return JSONResponse({"id": call_id, "state": "terminated", "callRecordId": record_id})
+
+
+@router.post("/calls/{call_id}/tones")
+async def press_tones(call_id: str, body: TonesRequest, state: StateDep) -> dict[str, Any]:
+    """The remote side presses DTMF tones; notified (one call ``updated`` per tone) if the call subscribed."""
+    call, owner, received = state.store.receive_tones(call_id, body.tones)
+    if received:
+        state.platform.tones(call, owner, received)
+    return {"id": call_id, "notified": [{"sequenceId": seq, "tone": tone} for seq, tone in received]}
+
+
+@router.get("/notifications")
+async def list_notifications(state: StateDep) -> dict[str, Any]:
+    """The notification delivery log, oldest first."""
+    return {"value": state.platform.notifier.deliveries()}
+
+
+@router.delete("/notifications", status_code=204)
+async def clear_notifications(state: StateDep) -> Response:
+    """Empty the notification delivery log."""
+    state.platform.notifier.clear()
+    return Response(status_code=204)

@@ -24,6 +24,7 @@ from .._deps import (
     type_body,
 )
 from .._errors import GraphErrorResponse
+from .._notifications import BOT_HUNG_UP_RESULT, REDIRECTED_RESULT, REJECTED_RESULT, TRANSFERRED_RESULT
 from .._store import not_found, recording_wav
 from .._tokens import Principal
 
@@ -95,6 +96,7 @@ async def create_call(request: Request, state: StateDep, principal: PrincipalDep
     app = caller_app(state, principal)
     base = api_base(request)
     call = state.store.create_call(app, body, f"{base}/$metadata#communications/calls/$entity", meeting)
+    state.platform.established(call["id"], app.client_id)
     return JSONResponse(call, status_code=201, headers={"Location": f"{base}/communications/calls/{call['id']}"})
 
 
@@ -107,9 +109,11 @@ async def get_call(call_id: str, state: StateDep, principal: PrincipalDep) -> di
 
 @router.delete("/communications/calls/{call_id}", status_code=204)
 async def delete_call(call_id: str, state: StateDep, principal: PrincipalDep) -> Response:
-    """Hang up: the call ends and a callRecord is filed."""
+    """Hang up: the call ends (notified ``deleted``, 200/5001) and a callRecord is filed."""
     require_permission(principal, "calls.delete")
+    call = state.store.get_call(call_id, principal.app_id)
     state.store.end_call(call_id, principal.app_id)
+    state.platform.ended(call, principal.app_id, BOT_HUNG_UP_RESULT)
     return Response(status_code=204)
 
 
@@ -121,6 +125,7 @@ async def answer(call_id: str, request: Request, state: StateDep, principal: Pri
     body = await action_body(request, state, "call.answer")
     _check_media_config(body.get("mediaConfig"), principal)
     state.store.answer(call_id, principal.app_id, body)
+    state.platform.established(call_id, principal.app_id)
     return Response(status_code=202)
 
 
@@ -129,7 +134,9 @@ async def reject(call_id: str, request: Request, state: StateDep, principal: Pri
     """Reject an incoming call (202); the call ends."""
     require_permission(principal, "calls.reject")
     await action_body(request, state, "call.reject")
+    call = state.store.get_call(call_id, principal.app_id)
     state.store.reject_or_redirect(call_id, principal.app_id, "reject")
+    state.platform.ended(call, principal.app_id, REJECTED_RESULT)
     return Response(status_code=202)
 
 
@@ -140,7 +147,9 @@ async def redirect(call_id: str, request: Request, state: StateDep, principal: P
     body = await action_body(request, state, "call.redirect")
     if not body.get("targets"):
         raise GraphErrorResponse(400, "BadRequest", "redirect requires at least one target.")
+    call = state.store.get_call(call_id, principal.app_id)
     state.store.reject_or_redirect(call_id, principal.app_id, "redirect")
+    state.platform.ended(call, principal.app_id, REDIRECTED_RESULT)
     return Response(status_code=202)
 
 
@@ -157,6 +166,7 @@ async def transfer(call_id: str, request: Request, state: StateDep, principal: P
     if not body.get("transferTarget"):
         raise GraphErrorResponse(400, "BadRequest", "transfer requires transferTarget.")
     state.store.end_call(call_id, principal.app_id)
+    state.platform.ended(call, principal.app_id, TRANSFERRED_RESULT)
     return Response(status_code=202)
 
 
@@ -165,6 +175,7 @@ async def keep_alive(call_id: str, state: StateDep, principal: PrincipalDep) -> 
     """Keep the call alive (200, no body; 404 once the call has ended)."""
     require_permission(principal, "calls.keepAlive")
     state.store.get_call(call_id, principal.app_id)
+    state.platform.kept_alive(call_id)
     return Response(status_code=200)
 
 
@@ -187,6 +198,9 @@ async def _simple_operation(
     operation = state.store.add_operation(
         call_id, principal.app_id, odata_type, body.get("clientContext"), final=final, immediate=immediate
     )
+    if action == "subscribeToTone":
+        state.store.subscribe_to_tones(call_id, principal.app_id)
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"])
     return body, operation
 
 
@@ -276,6 +290,7 @@ async def record_response(call_id: str, request: Request, state: StateDep, princ
             "completionReason": "maxRecordDurationReached",
         },
     )
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"])
     return operation_response(request, call_id, operation)
 
 

@@ -52,6 +52,7 @@ async def invite(call_id: str, request: Request, state: StateDep, principal: Pri
         body.get("clientContext"),
         initial={"participants": invitations},
     )
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"], roster=True)
     return operation_response(request, call_id, operation)
 
 
@@ -70,6 +71,7 @@ async def mute_all(call_id: str, request: Request, state: StateDep, principal: P
         if "application" not in participant["info"]["identity"]:
             state.store.set_participant_muted(call_id, principal.app_id, participant["id"], True)
     operation = state.store.add_operation(call_id, principal.app_id, "commsOperation", body.get("clientContext"))
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"], roster=True)
     return operation_response(request, call_id, operation)
 
 
@@ -85,6 +87,7 @@ async def mute_participant(
     operation = state.store.add_operation(
         call_id, principal.app_id, "muteParticipantOperation", body.get("clientContext"), immediate=True
     )
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"], roster=True)
     return operation_response(request, call_id, operation)
 
 
@@ -93,6 +96,7 @@ async def delete_participant(call_id: str, participant_id: str, state: StateDep,
     """Remove a participant (204)."""
     require_permission(principal, "participants.delete")
     state.store.remove_participant(call_id, principal.app_id, participant_id)
+    state.platform.roster_changed(call_id, principal.app_id)
     return Response(status_code=204)
 
 
@@ -104,6 +108,7 @@ async def _hold_music(
     state.store.participant(call_id, principal.app_id, participant_id)
     body = await action_body(request, state, f"participant.{action}")
     operation = state.store.add_operation(call_id, principal.app_id, f"{action}Operation", body.get("clientContext"))
+    state.platform.operation_completed(call_id, principal.app_id, operation["id"])
     return operation_response(request, call_id, operation, status=202)
 
 

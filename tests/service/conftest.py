@@ -51,6 +51,7 @@ class ServiceServer:
             self.app,
             log_config=None,
             access_log=False,
+            timeout_graceful_shutdown=2,
             ssl_certfile=str(sandbox.config.cert_path),
             ssl_keyfile=str(sandbox.config.key_path),
         )

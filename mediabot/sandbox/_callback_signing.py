@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
 from ._config import SandboxConfig
-from ._crypto import b64url
+from ._crypto import b64url, rsa_signing_jwk
 
 __all__ = ["CALLBACK_ISSUER", "CALLBACK_TOKEN_LIFETIME", "CallbackSigner"]
 
@@ -51,20 +51,7 @@ class CallbackSigner:
 
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set with the public half of the callback signing key."""
-        numbers = self._key.public_key().public_numbers()
-        return {
-            "keys": [
-                {
-                    "kty": "RSA",
-                    "use": "sig",
-                    "alg": "RS256",
-                    "kid": self._kid,
-                    "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-                    "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
-                    "issuer": CALLBACK_ISSUER,
-                }
-            ]
-        }
+        return {"keys": [rsa_signing_jwk(self._key.public_key(), self._kid, CALLBACK_ISSUER)]}
 
     def token(self, app_id: str) -> str:
         """A fresh bearer token for one notification POST to a callback of ``app_id``."""

@@ -29,6 +29,20 @@ def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
+def rsa_signing_jwk(public_key: rsa.RSAPublicKey, kid: str, issuer: str) -> dict[str, str]:
+    """The public half of an RS256 signing key as a JWK (for a JWKS document)."""
+    numbers = public_key.public_numbers()
+    return {
+        "kty": "RSA",
+        "use": "sig",
+        "alg": "RS256",
+        "kid": kid,
+        "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
+        "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
+        "issuer": issuer,
+    }
+
+
 def generate_rsa_key_pem(bits: int = 2048) -> bytes:
     """A fresh RSA private key as unencrypted PKCS#8 PEM."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=bits)

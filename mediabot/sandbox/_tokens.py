@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from ._config import AppRegistration, SandboxConfig
-from ._crypto import b64url
+from ._crypto import b64url, rsa_signing_jwk
 
 __all__ = [
     "ACCESS_TOKEN_LIFETIME",
@@ -73,18 +73,13 @@ class TokenService:
 
     def jwks(self) -> dict[str, Any]:
         """The JSON Web Key Set with the signing key's public half."""
-        numbers = self._key.public_key().public_numbers()
         return {
             "keys": [
-                {
-                    "kty": "RSA",
-                    "use": "sig",
-                    "alg": "RS256",
-                    "kid": self._kid,
-                    "n": b64url(numbers.n.to_bytes((numbers.n.bit_length() + 7) // 8, "big")),
-                    "e": b64url(numbers.e.to_bytes((numbers.e.bit_length() + 7) // 8, "big")),
-                    "issuer": f"https://login.microsoftonline.com/{self._config.tenant_id}/v2.0",
-                }
+                rsa_signing_jwk(
+                    self._key.public_key(),
+                    self._kid,
+                    f"https://login.microsoftonline.com/{self._config.tenant_id}/v2.0",
+                )
             ]
         }
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from mediabot import Settings
@@ -26,23 +24,13 @@ from mediabot.graph import GraphClient
 from mediabot.graph.models import CommsOperation, Participant
 from mediabot.graph.notifications import parse_comms_notifications
 from mediabot.sandbox import SandboxServer
+from tests.graph.conftest import RecordingTransport as GraphRecordingTransport
 
 CALLBACK = "https://bot.example.com/api/calling"
 
 
-class RecordingTransport(httpx.AsyncBaseTransport):
+class RecordingTransport(GraphRecordingTransport):
     """The real network, keeping every request so tests can read the bodies the manager sent."""
-
-    def __init__(self, cafile: str) -> None:
-        self._inner = httpx.AsyncHTTPTransport(verify=ssl.create_default_context(cafile=cafile), trust_env=False)
-        self.sent: list[httpx.Request] = []
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        self.sent.append(request)
-        return await self._inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
 
     def posts(self, call_id: str, action: str | None = None) -> list[dict[str, Any]]:
         """JSON bodies POSTed to ``/communications/calls/{call_id}[/action]``."""

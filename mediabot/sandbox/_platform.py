@@ -77,8 +77,17 @@ class CallPlatform:
         timer = self._timers.pop(call["id"], None)
         if timer is not None:
             timer.cancel()
+        if call.get("state") not in ("incoming", "terminated"):
+            # As Graph does for a call that was up: "terminating" first, then the final "deleted".
+            self._send(call, app_id, [call_notification("updated", {**call, "state": "terminating"})])
         self._send(call, app_id, [terminated_notification(call, result_info)])
         self._call_record_published(str(call.get("callChainId") or ""))
+
+    def transferred(self, call: dict[str, Any], app_id: str, result_info: dict[str, Any]) -> None:
+        """A transfer: ``transferring``, then ``transferAccepted``, then the bot's leg ends."""
+        for phase in ("transferring", "transferAccepted"):
+            self._send(call, app_id, [call_notification("updated", {**call, "state": phase})])
+        self.ended(call, app_id, result_info)
 
     def _call_record_published(self, record_id: str) -> None:
         """Graph tells callRecords subscribers (of any app in the tenant) that a record was created."""

@@ -132,3 +132,22 @@ def test_a_finished_calls_record_reaches_the_bot_through_its_webhook(sandbox: Sa
         wait_for(lambda: record["id"] in bot.records, "Bot.on_call_record")
     finally:
         server.stop()
+
+
+def test_a_transfer_goes_through_transferring_and_ends_the_bots_leg(
+    bot_service: ServiceServer, sandbox: SandboxServer
+) -> None:
+    incoming = sandbox.incoming_call(callback_uri=bot_service.settings.callback_url)
+    call_id = incoming["id"]
+    wait_for(lambda: _state(bot_service, call_id) == "established", "the call")
+    sandbox.clear_notifications()
+    response = bot_service.client.post(f"/v1/calls/{call_id}/transfer", json={"user_id": str(uuid.uuid4())})
+    assert response.status_code == 202, response.text
+    wait_for(lambda: _state(bot_service, call_id) == "terminated", "the transferred call to end")
+    states = [
+        item.get("state")
+        for delivery in sandbox.notifications()
+        if delivery["call_id"] == call_id
+        for item in delivery["notifications"]
+    ]
+    assert states[:4] == ["transferring", "transferAccepted", "terminating", "terminated"]

@@ -166,7 +166,7 @@ async def transfer(call_id: str, request: Request, state: StateDep, principal: P
     if not body.get("transferTarget"):
         raise GraphErrorResponse(400, "BadRequest", "transfer requires transferTarget.")
     state.store.end_call(call_id, principal.app_id)
-    state.platform.ended(call, principal.app_id, TRANSFERRED_RESULT)
+    state.platform.transferred(call, principal.app_id, TRANSFERRED_RESULT)
     return Response(status_code=202)
 
 

@@ -99,3 +99,14 @@ def test_the_cli_serve_help_names_the_settings(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["serve", "--help"])
     assert result.exit_code == 0
     assert "MEDIABOT_PUBLIC_URL" in result.stdout and "/api/calling" in result.stdout
+
+
+def test_operator_errors_are_http_errors_not_500s(service: ServiceServer) -> None:
+    assert service.client.get("/v1/calls/nope").status_code == 404
+    assert service.client.delete("/v1/calls/nope").status_code == 404
+    assert service.client.post("/v1/calls/nope/transfer", json={"user_id": "u"}).status_code == 404
+    assert service.client.post("/v1/calls", json={"user_ids": []}).status_code == 422
+    joined = service.client.post("/v1/meetings/join", json={"join_web_url": "https://example.com/not-a-meeting"})
+    assert joined.status_code == 422
+    missing = "https://teams.microsoft.com/meet/999999999?p=x"
+    assert service.client.post("/v1/meetings/join", json={"join_web_url": missing}).status_code == 404

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
-from mediabot._errors import GraphAPIError, GraphError
+from mediabot._errors import GraphAPIError, GraphError, GraphNotFoundError
 from mediabot.calls import CallError, UnknownCallError
 from mediabot.graph import user_target
 from mediabot.service.deps import CallRecordsDep, GraphDep, ManagerDep, require_api_key
@@ -57,8 +57,9 @@ class NewMeeting(BaseModel):
 
 
 def _translate(exc: Exception) -> HTTPException:
-    if isinstance(exc, UnknownCallError):
-        return HTTPException(404, str(exc))
+    """Our errors as HTTP: unknown things 404, Graph's refusals 409 (with its code), Graph unreachable 502."""
+    if isinstance(exc, UnknownCallError | GraphNotFoundError):
+        return HTTPException(404, str(exc) if isinstance(exc, UnknownCallError) else f"Graph: {exc.message}")
     if isinstance(exc, GraphAPIError):
         return HTTPException(502 if exc.status_code >= 500 else 409, f"Graph: {exc.code}: {exc.message}")
     return HTTPException(502 if isinstance(exc, GraphError) else 409, str(exc))

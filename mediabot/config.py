@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     ca_bundle: Path | None = Field(
         default=None, description="CA bundle trusted for the authority and Graph (the sandbox's certificate)."
     )
+    proxy_url: str | None = Field(
+        default=None,
+        description="HTTP(S) proxy for the authority, Graph and callback keys (HTTPS_PROXY is not read implicitly).",
+    )
     graph_timeout: float = Field(default=30.0, gt=0, description="Seconds before one Graph request times out.")
     graph_max_retries: int = Field(default=5, ge=0, description="Retries on 429/503/504 and transport errors.")
     graph_max_backoff: float = Field(default=60.0, gt=0, description="Cap in seconds on one wait between retries.")

@@ -94,7 +94,7 @@ class TokenProvider:
         self._authority = settings.effective_authority
         self._scopes = [settings.graph_scope]
         self._timeout = settings.graph_timeout
-        self._session = http_session or _make_session(settings.ca_bundle)
+        self._session = http_session or _make_session(settings.ca_bundle, settings.proxy_url)
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_lock = threading.Lock()
         self._refresh_lock = asyncio.Lock()
@@ -161,9 +161,12 @@ class TokenProvider:
         return result
 
 
-def _make_session(ca_bundle: Path | None) -> requests.Session:
-    # trust_env=False: REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in the environment would override ``verify``.
+def _make_session(ca_bundle: Path | None, proxy_url: str | None) -> requests.Session:
+    # trust_env=False: REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE in the environment would override ``verify``;
+    # the price is that proxies come from settings, not from HTTPS_PROXY.
     session = requests.Session()
     session.trust_env = False
     session.verify = str(ca_bundle) if ca_bundle is not None else True
+    if proxy_url:
+        session.proxies = {"http": proxy_url, "https": proxy_url}
     return session

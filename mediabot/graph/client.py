@@ -135,6 +135,7 @@ class GraphClient:
             transport=transport,
             verify=verify,
             trust_env=False,
+            proxy=settings.proxy_url,
             headers={"Accept": "application/json"},
         )
         self._requester = GraphRequester(

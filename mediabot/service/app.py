@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 
 from mediabot import __version__
@@ -60,11 +62,16 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         graph = GraphClient(settings)
         verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
+        key_client: httpx.AsyncClient | None = None
+        if settings.proxy_url:
+            context = ssl.create_default_context(cafile=settings.ca_bundle) if settings.ca_bundle else True
+            key_client = httpx.AsyncClient(verify=context, proxy=settings.proxy_url, trust_env=False, timeout=10.0)
         authenticator = CallbackAuthenticator(
             openid_config_url=settings.callback_openid_url,
             audience=settings.client_id,
             issuers=settings.callback_issuers,
             verify=verify,
+            http=key_client,
         )
         manager = CallManager(graph, the_bot, config, clock=clock, media=media)
         keeper: SubscriptionKeeper | None = None
@@ -96,6 +103,8 @@ def create_app(
                 await keeper.stop()
             await manager.stop()
             await authenticator.aclose()
+            if key_client is not None:
+                await key_client.aclose()
             await graph.aclose()
 
     app = FastAPI(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hmac
 from collections import deque
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,48 +29,22 @@ __all__ = [
 ]
 
 
-def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def _from_state(name: str) -> Callable[[Request], Any]:
+    """A dependency returning what the lifespan stored on ``app.state`` under ``name``."""
+
+    def get(request: Request) -> Any:
+        return getattr(request.app.state, name)
+
+    return get
 
 
-def _manager(request: Request) -> CallManager:
-    manager: CallManager = request.app.state.manager
-    return manager
-
-
-def _graph(request: Request) -> GraphClient:
-    graph: GraphClient = request.app.state.graph
-    return graph
-
-
-def _bot(request: Request) -> Bot:
-    bot: Bot = request.app.state.bot
-    return bot
-
-
-def _authenticator(request: Request) -> CallbackAuthenticator:
-    authenticator: CallbackAuthenticator = request.app.state.authenticator
-    return authenticator
-
-
-def _keeper(request: Request) -> SubscriptionKeeper | None:
-    keeper: SubscriptionKeeper | None = request.app.state.keeper
-    return keeper
-
-
-def _call_records(request: Request) -> deque[CallRecord]:
-    records: deque[CallRecord] = request.app.state.call_records
-    return records
-
-
-SettingsDep = Annotated[Settings, Depends(_settings)]
-ManagerDep = Annotated[CallManager, Depends(_manager)]
-GraphDep = Annotated[GraphClient, Depends(_graph)]
-BotDep = Annotated[Bot, Depends(_bot)]
-AuthenticatorDep = Annotated[CallbackAuthenticator, Depends(_authenticator)]
-KeeperDep = Annotated[SubscriptionKeeper | None, Depends(_keeper)]
-CallRecordsDep = Annotated[deque[CallRecord], Depends(_call_records)]
+SettingsDep = Annotated[Settings, Depends(_from_state("settings"))]
+ManagerDep = Annotated[CallManager, Depends(_from_state("manager"))]
+GraphDep = Annotated[GraphClient, Depends(_from_state("graph"))]
+BotDep = Annotated[Bot, Depends(_from_state("bot"))]
+AuthenticatorDep = Annotated[CallbackAuthenticator, Depends(_from_state("authenticator"))]
+KeeperDep = Annotated[SubscriptionKeeper | None, Depends(_from_state("keeper"))]
+CallRecordsDep = Annotated[deque[CallRecord], Depends(_from_state("call_records"))]
 
 _bearer = HTTPBearer(auto_error=False)
 

@@ -8,7 +8,6 @@ import datetime
 import hashlib
 import hmac
 import http.server
-import ipaddress
 import json
 import logging
 import re
@@ -23,10 +22,8 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 import mediabot
@@ -38,6 +35,7 @@ from mediabot.graph.callback_auth import (
     CallbackAuthenticator,
     CallbackClaims,
 )
+from mediabot.sandbox._crypto import generate_tls_certificate
 
 APP_ID = "0b1f3a1c-5d2e-4c6b-9a7e-2f8d4b6c1e01"
 CALLER_APP_ID = "26a7ee05-5602-4d76-a7ba-eae8b7b67941"
@@ -643,27 +641,11 @@ async def test_unreachable_config_url_is_a_clear_error(keys: Keys, clock: FakeCl
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ssl.SSLContext]:
     """A self-signed certificate for 127.0.0.1: its PEM path (the CA bundle) and a server context using it."""
-    key = _rsa()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(tz=datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
+    cert_pem, key_pem = generate_tls_certificate("127.0.0.1")
     folder = tmp_path_factory.mktemp("tls")
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert_path.write_bytes(cert_pem)
+    key_path.write_bytes(key_pem)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert_path, key_path)
     return cert_path, context

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from mediabot.sandbox import AppRegistration, SandboxServer
+from mediabot.sandbox._crypto import generate_tls_certificate
 
 SERVICE_MEDIA = {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}
 APP_MEDIA = {"@odata.type": "#microsoft.graph.appHostedMediaConfig", "blob": "eyJ2IjoxfQ"}
@@ -52,24 +48,9 @@ def graph_client(sandbox: SandboxServer, app: AppRegistration | None = None, ver
 
 
 def make_certificate(common_name: str = "mediabot test app") -> tuple[str, str]:
-    """A self-signed client certificate and its key (PEM strings)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode()
-    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+    """A self-signed certificate and its key (PEM strings), to register as an app's client credential."""
+    cert_pem, key_pem = generate_tls_certificate(common_name)
+    return cert_pem.decode(), key_pem.decode()
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,silero]'
+	$(BIN)/python -m pip install --quiet --no-deps 'silero-vad>=5.1'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -11,6 +11,7 @@ from mediabot._errors import (
     GraphThrottledError,
     GraphTransportError,
     MediaBotError,
+    MediaError,
     NotificationError,
 )
 from mediabot.config import Settings
@@ -28,6 +29,7 @@ __all__ = [
     "GraphThrottledError",
     "GraphTransportError",
     "MediaBotError",
+    "MediaError",
     "NotificationError",
     "Settings",
     "__version__",

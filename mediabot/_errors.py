@@ -12,7 +12,8 @@
     │       ├── GraphPermissionError 401 / 403: the app lacks a permission or the token was refused
     │       └── GraphNotFoundError  404: the call, participant or resource is gone
     ├── NotificationError           a callback or change-notification body that cannot be understood
-    └── CallbackAuthError           a callback whose bearer token is missing, forged, expired or not for this bot
+    ├── CallbackAuthError           a callback whose bearer token is missing, forged, expired or not for this bot
+    └── MediaError                  the media plane (mediabot.media): blobs, WHIP sessions, SDP, recording
 
 Foreign exceptions (httpx, msal, pydantic, PyJWT) are translated at the boundary with ``raise ... from``.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "GraphThrottledError",
     "GraphTransportError",
     "MediaBotError",
+    "MediaError",
     "NotificationError",
 ]
 
@@ -109,3 +111,7 @@ class NotificationError(MediaBotError):
 
 class CallbackAuthError(MediaBotError):
     """A callback was refused: its bearer token is missing, malformed, forged, expired or not for this bot."""
+
+
+class MediaError(MediaBotError):
+    """The media plane failed: a bad blob or SDP, an unknown WHIP session, a recording that cannot be written."""

@@ -85,6 +85,30 @@ class Settings(BaseSettings):
     max_callback_bytes: int = Field(
         default=1_000_000, gt=0, description="Largest callback or webhook body accepted, in bytes."
     )
+    media: Literal["app-hosted", "service-hosted"] = Field(
+        default="app-hosted",
+        description="app-hosted: calls' audio comes to this instance's WHIP endpoint (recorded, analysed); "
+        "service-hosted: Graph hosts the media (IVR only).",
+    )
+    media_receive: Literal["unmixed", "mixed"] = Field(
+        default="unmixed", description="Ask for one audio stream per participant (unmixed) or one mixed stream."
+    )
+    media_ice_loopback: bool = Field(
+        default=False, description="Also offer ICE host candidates on 127.0.0.1 (hosts with only loopback)."
+    )
+    max_sdp_bytes: int = Field(default=65_536, gt=0, le=1_000_000, description="Largest WHIP SDP offer, in bytes.")
+    vad_backend: Literal["webrtc", "silero"] = Field(
+        default="webrtc", description="Voice activity detector: webrtc (webrtcvad) or silero (the [silero] extra)."
+    )
+    vad_aggressiveness: int = Field(default=2, ge=0, le=3, description="webrtcvad aggressiveness, 0 (least) to 3.")
+    speech_start_ms: int = Field(default=60, ge=20, description="Speech this long (ms) starts a segment.")
+    speech_stop_ms: int = Field(default=600, ge=20, description="Silence this long (ms) ends a segment.")
+    speech_pad_ms: int = Field(default=300, ge=0, description="Audio kept before a segment's start and after its end.")
+    speech_max_s: float = Field(default=30.0, gt=1.0, description="Longest segment; a longer one is cut.")
+    record_ogg: bool = Field(default=False, description="Also write Ogg/Opus copies of the WAVs when a call ends.")
+    prompt_dir: Path = Field(
+        default=Path("prompts"), description="Folder whose WAV files app-hosted playPrompt may play (plus https URLs)."
+    )
 
     @model_validator(mode="after")
     def _check_credentials(self) -> Self:

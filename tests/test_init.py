@@ -18,6 +18,7 @@ def test_top_level_public_names() -> None:
             "GraphThrottledError",
             "GraphTransportError",
             "MediaBotError",
+            "MediaError",
             "NotificationError",
             "Settings",
             "__version__",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from mediabot.calls.call import ManagedCall, ToneRecord
 from mediabot.calls.policy import AnswerDecision
 from mediabot.graph.models import CallRecord, CommsOperation, Participant
+from mediabot.media.session import SpeechEvent
 
 __all__ = ["Bot"]
 
@@ -63,7 +64,11 @@ class Bot:
         """The roster changed: ``joined`` entered the call, ``left`` left it (``call.roster`` is the new roster)."""
 
     async def on_tone(self, call: ManagedCall, tone: ToneRecord) -> None:
-        """A DTMF tone arrived (after ``subscribe_to_tones``); duplicates of a sequence id are not repeated."""
+        """A DTMF tone: from Graph (``subscribe_to_tones``; ``tone.source == "graph"``, no duplicates of a sequence
+        id) or, with app-hosted media, heard in a participant's audio (``"inband"``, with ``participant_id``)."""
+
+    async def on_speech(self, call: ManagedCall, event: SpeechEvent) -> None:
+        """App-hosted media: a participant's speech segment closed (``event.segment`` has its timeline and audio)."""
 
     async def on_operation_completed(self, call: ManagedCall, operation: CommsOperation) -> None:
         """An operation of the call finished: ``operation.status`` is ``completed`` or ``failed``."""

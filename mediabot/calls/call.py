@@ -135,7 +135,9 @@ class ToneRecord:
     tone: str
     sequence_id: int | None
     received: datetime
-    call_time: float | None  # seconds since the call was established (the call timeline), None before that
+    call_time: float | None  # seconds on the call timeline (Graph tones: since established), None before that
+    participant_id: str | None = None  # who pressed it, when the media plane heard it in their audio
+    source: str = "graph"  # "graph" (subscribeToTone) or "inband" (detected in the audio)
 
     def to_json(self) -> dict[str, Any]:
         """JSON-ready view."""
@@ -144,6 +146,8 @@ class ToneRecord:
             "sequence_id": self.sequence_id,
             "received": self.received.isoformat(),
             "call_time": self.call_time,
+            "participant_id": self.participant_id,
+            "source": self.source,
         }
 
 
@@ -216,6 +220,7 @@ class ManagedCall:
         self.compliance_recording = compliance_recording
         self.recording_status: str | None = None
         self.media_failed = False
+        self.speech_segments = 0
         self._participant_sequence: dict[str, int] = {}
         self._recording_allowed = False
         self._gate_decided = asyncio.Event()
@@ -308,5 +313,6 @@ class ManagedCall:
                 "decided": self.recording_decided,
                 "recording_status": self.recording_status,
                 "media_failed": self.media_failed,
+                "speech_segments": self.speech_segments,
             },
         }

@@ -15,10 +15,11 @@ deadline, keepAlive, reconciliation, operation timeouts) all sleep on the inject
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from mediabot.calls.call import CallOperation, CallPhase, ManagedCall, ToneRecor
 from mediabot.calls.clock import Clock, SystemClock
 from mediabot.calls.config import CallConfig
 from mediabot.calls.errors import CallEndedError, CallError, OperationTimeoutError, UnknownCallError
-from mediabot.calls.media import MediaProvider, ServiceHostedMedia
+from mediabot.calls.media import MediaProvider, RosterEntry, ServiceHostedMedia
 from mediabot.calls.policy import AnswerAction, AnswerDecision
 from mediabot.graph.client import GraphClient, media_prompt
 from mediabot.graph.models import (
@@ -38,6 +39,7 @@ from mediabot.graph.models import (
     CommsOperation,
     OperationStatus,
     Participant,
+    PlayPromptOperation,
     RecordingStatus,
     ResultInfo,
     ToneInfo,
@@ -51,6 +53,7 @@ from mediabot.graph.notifications import (
     RosterUpdated,
     ToneReceived,
 )
+from mediabot.media.session import SpeechEvent, ToneEvent
 
 __all__ = ["CallManager", "OperationStarter"]
 
@@ -101,6 +104,9 @@ class CallManager:
         self._config = config
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._media: MediaProvider = media if media is not None else ServiceHostedMedia()
+        set_listener = getattr(self._media, "set_listener", None)
+        if callable(set_listener):
+            set_listener(self)
         self._calls: dict[str, ManagedCall] = {}
         self._ended: deque[str] = deque()
         self._media_calls: set[str] = set()
@@ -287,6 +293,7 @@ class CallManager:
             return True
         call.state = phase
         logger.info("call %s: %s -> %s", call.id, old, phase)
+        self._media.call_event(call.id, "state", state=str(phase))
         if phase is CallPhase.ESTABLISHED and call.established is None:
             self._on_established(call)
         return True
@@ -298,7 +305,7 @@ class CallManager:
         if call.compliance_recording:
             self._spawn(self._announce_recording(call), f"recording {call.id}")
         else:
-            call._decide_gate(True)
+            self._decide_gate(call, True)
         self._hook(call, "on_established", lambda: self._bot.on_established(call))
 
     def _finish(self, call: ManagedCall, result_info: ResultInfo | None, note: str | None) -> None:
@@ -322,7 +329,7 @@ class CallManager:
         for task in self._timers.pop(call.id, set()):
             if task is not current:
                 task.cancel()
-        call._decide_gate(False)
+        self._decide_gate(call, False)
         for pending in [p for p in self._by_context.values() if p.call_id == call.id]:
             self._fail(pending, CallEndedError(f"call {call.id} ended before the operation completed"))
         if call.id in self._media_calls:
@@ -346,7 +353,7 @@ class CallManager:
             return
         try:
             if decision.action is AnswerAction.ANSWER:
-                media_config = await self._media.media_config(call.id)
+                media_config = await self._media.media_config(call.id, gated=call.compliance_recording)
                 self._media_calls.add(call.id)
                 if self._deadline_passed(call, deadline) or not self._move(call, CallPhase.ANSWERED):
                     return
@@ -418,15 +425,16 @@ class CallManager:
         self, user_id: str, *, display_name: str | None = None, tenant_id: str | None = None
     ) -> ManagedCall:
         """Call a Teams user (peer to peer); the call starts ``establishing``."""
-        media_config = await self._media.media_config(None)
-        resource = await self._graph.call_user(
-            user_id,
-            callback_uri=self._config.callback_url,
-            media_config=media_config,
-            display_name=display_name,
-            tenant_id=tenant_id,
-        )
-        return self._register_outgoing(resource)
+        media_config = await self._media.media_config(None, gated=self._config.compliance_recording)
+        async with self._creating(media_config):
+            resource = await self._graph.call_user(
+                user_id,
+                callback_uri=self._config.callback_url,
+                media_config=media_config,
+                display_name=display_name,
+                tenant_id=tenant_id,
+            )
+        return self._register_outgoing(resource, media_config)
 
     async def place_group_call(
         self,
@@ -436,30 +444,42 @@ class CallManager:
         display_name: str | None = None,
     ) -> ManagedCall:
         """Call several targets (``user_target``/``phone_target``) at once."""
-        media_config = await self._media.media_config(None)
-        resource = await self._graph.call_group(
-            targets,
-            callback_uri=self._config.callback_url,
-            media_config=media_config,
-            subject=subject,
-            display_name=display_name,
-        )
-        return self._register_outgoing(resource)
+        media_config = await self._media.media_config(None, gated=self._config.compliance_recording)
+        async with self._creating(media_config):
+            resource = await self._graph.call_group(
+                targets,
+                callback_uri=self._config.callback_url,
+                media_config=media_config,
+                subject=subject,
+                display_name=display_name,
+            )
+        return self._register_outgoing(resource, media_config)
 
     async def join_meeting(self, join_web_url: str, *, display_name: str | None = None) -> ManagedCall:
         """Join a Teams meeting by its join link."""
-        media_config = await self._media.media_config(None)
-        resource = await self._graph.join_meeting_by_url(
-            join_web_url,
-            callback_uri=self._config.callback_url,
-            media_config=media_config,
-            display_name=display_name,
-        )
-        return self._register_outgoing(resource)
+        media_config = await self._media.media_config(None, gated=self._config.compliance_recording)
+        async with self._creating(media_config):
+            resource = await self._graph.join_meeting_by_url(
+                join_web_url,
+                callback_uri=self._config.callback_url,
+                media_config=media_config,
+                display_name=display_name,
+            )
+        return self._register_outgoing(resource, media_config)
 
-    def _register_outgoing(self, resource: Call) -> ManagedCall:
+    @contextlib.asynccontextmanager
+    async def _creating(self, media_config: dict[str, Any]) -> AsyncIterator[None]:
+        """Creating a call: if the request fails, the media prepared for it is discarded."""
+        try:
+            yield
+        except BaseException:
+            await self._media.discard(media_config)
+            raise
+
+    def _register_outgoing(self, resource: Call, media_config: dict[str, Any]) -> ManagedCall:
         if not resource.id:
             raise CallError("Graph created a call but returned no id")
+        self._media.bind(media_config, resource.id)
         # Its first notifications may have beaten the POST's response: then the call exists already.
         call = self._calls.get(resource.id) or self._new_call(resource.id, "outgoing", CallPhase.ESTABLISHING)
         call.direction = "outgoing"
@@ -487,7 +507,7 @@ class CallManager:
                 return
             except GraphError as exc:
                 logger.warning("call %s: updateRecordingStatus(%s) at hang-up failed: %s", call.id, status, exc)
-        call._decide_gate(False)
+        self._decide_gate(call, False)
         self._move(call, CallPhase.TERMINATING)
         try:
             await self._graph.hang_up(call.id)
@@ -515,7 +535,16 @@ class CallManager:
         logger.warning("call %s: media reported a recording failure", call_id)
 
     async def play_prompt(self, call_id: str, uri: str) -> asyncio.Future[CommsOperation]:
-        """Play the audio at ``uri`` (service-hosted media); the future resolves when playing completed or failed."""
+        """Play the audio at ``uri``; the future resolves when playing completed or failed.
+
+        Service-hosted media: Graph's playPrompt. App-hosted: our media plane plays it on the call's ``main``
+        session, and its completion is reported as a ``playPromptOperation`` like Graph's (to the future and to
+        ``Bot.on_operation_completed``).
+        """
+        if self._media.hosts(call_id):
+            return await self.run_operation(
+                call_id, lambda context: self._play_locally(call_id, uri, context), kind="playPrompt"
+            )
         return await self.run_operation(
             call_id,
             lambda context: self._graph.play_prompt(call_id, [media_prompt(uri)], client_context=context),
@@ -529,6 +558,31 @@ class CallManager:
             lambda context: self._graph.subscribe_to_tone(call_id, client_context=context),
             kind="subscribeToTone",
         )
+
+    async def _play_locally(self, call_id: str, uri: str, context: str) -> CommsOperation:
+        """Start an app-hosted prompt; its completion arrives like a Graph operation notification."""
+        operation_id = str(uuid.uuid4())
+
+        async def play() -> None:
+            try:
+                await self._media.play_prompt(call_id, uri)
+                status, result = OperationStatus.COMPLETED, ResultInfo(code=200, subcode=0, message="prompt played")
+            except Exception as exc:
+                logger.warning("call %s: prompt %s failed: %s", call_id, uri, exc)
+                status, result = OperationStatus.FAILED, ResultInfo(code=500, subcode=0, message=str(exc))
+            done = PlayPromptOperation(
+                id=operation_id,
+                status=status,
+                client_context=context,
+                result_info=result,
+                completion_reason="completedSuccessfully"
+                if status == OperationStatus.COMPLETED
+                else "mediaOperationError",
+            )
+            self._complete(self._calls.get(call_id), done, operation_id)
+
+        self._spawn(play(), f"prompt {call_id}")
+        return PlayPromptOperation(id=operation_id, status=OperationStatus.RUNNING, client_context=context)
 
     # -- operations ------------------------------------------------------------------------------------------------
 
@@ -689,6 +743,7 @@ class CallManager:
         if sequence is not None:
             call.roster_sequence = max(sequence, call.roster_sequence or sequence)
         if joined or left:
+            self._media.roster_changed(call.id, [_roster_entry(p) for p in call.roster.values() if p.id])
             logger.info("call %s: roster +%d -%d (%d present)", call.id, len(joined), len(left), len(call.roster))
             self._hook(call, "on_participants_changed", lambda: self._bot.on_participants_changed(call, joined, left))
 
@@ -706,7 +761,44 @@ class CallManager:
         call.tones.append(record)
         self._hook(call, "on_tone", lambda: self._bot.on_tone(call, record))
 
+    # -- the media plane's news (MediaListener) --------------------------------------------------------------------
+
+    def on_tone(self, event: ToneEvent) -> None:
+        """A DTMF digit heard in a participant's audio: recorded on the call and given to ``Bot.on_tone``."""
+        call = self._calls.get(event.call_id)
+        if call is None:
+            return
+        record = ToneRecord(
+            tone=event.digit,
+            sequence_id=None,
+            received=_wall(),
+            call_time=event.start_s,
+            participant_id=event.participant_id,
+            source="inband",
+        )
+        call.tones.append(record)
+        self._hook(call, "on_tone", lambda: self._bot.on_tone(call, record))
+
+    def on_speech(self, event: SpeechEvent) -> None:
+        """A participant's speech segment closed: given to ``Bot.on_speech``."""
+        call = self._calls.get(event.call_id)
+        if call is not None:
+            call.speech_segments += 1
+            self._hook(call, "on_speech", lambda: self._bot.on_speech(call, event))
+
+    def on_media_error(self, call_id: str, message: str) -> None:
+        """Recording failed: the call goes on, and its recording status ends as ``failed``."""
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.media_failed = True
+            call.note = message
+
     # -- compliance recording --------------------------------------------------------------------------------------
+
+    def _decide_gate(self, call: ManagedCall, allowed: bool) -> None:
+        if not call.recording_decided:
+            self._media.recording_decided(call.id, allowed)
+        call._decide_gate(allowed)
 
     async def _announce_recording(self, call: ManagedCall) -> None:
         """Compliance mode: updateRecordingStatus(recording); open the gate only if Teams accepted it."""
@@ -734,7 +826,7 @@ class CallManager:
         else:
             call.note = reason
             logger.warning("call %s: %s; recording gate stays closed", call.id, reason)
-        call._decide_gate(allowed)
+        self._decide_gate(call, allowed)
         self._hook(call, "on_recording_status", lambda: self._bot.on_recording_status(call, allowed, reason))
 
     # -- timers ----------------------------------------------------------------------------------------------------
@@ -832,6 +924,21 @@ class CallManager:
 def _consume(future: asyncio.Future[CommsOperation]) -> None:
     if not future.cancelled():
         future.exception()
+
+
+def _roster_entry(participant: Participant) -> RosterEntry:
+    """What the media plane needs of a participant: id, display name, audio sourceIds."""
+    name = None
+    for _, identity in identities(participant.info.identity if participant.info else None):
+        if identity.display_name:
+            name = identity.display_name
+            break
+    sources = tuple(
+        stream.source_id
+        for stream in participant.media_streams or []
+        if stream.source_id and (stream.media_type or "audio") == "audio"
+    )
+    return RosterEntry(participant_id=participant.id or "", display_name=name, source_ids=sources)
 
 
 def _participant_key(participant: Participant) -> str | None:

@@ -21,9 +21,12 @@ from mediabot.graph import GraphClient
 from mediabot.graph.callback_auth import CallbackAuthenticator
 from mediabot.graph.models import CallRecord
 from mediabot.graph.subscriptions import SubscriptionKeeper, SubscriptionSpec
-from mediabot.service.routes import calling, notifications, v1
+from mediabot.media.engine import MediaEngine
+from mediabot.media.session import MediaOptions
+from mediabot.media.vad import SegmenterParams
+from mediabot.service.routes import calling, notifications, v1, whip
 
-__all__ = ["call_config", "create_app"]
+__all__ = ["call_config", "create_app", "media_options"]
 
 logger = logging.getLogger(__name__)
 CALL_RECORDS_KEPT = 200
@@ -47,6 +50,28 @@ def call_config(settings: Settings) -> CallConfig:
     )
 
 
+def media_options(settings: Settings) -> MediaOptions:
+    """The media engine's options from the settings."""
+    return MediaOptions(
+        public_url=settings.public_url,
+        output_dir=settings.output_dir,
+        receive=settings.media_receive,
+        vad_backend=settings.vad_backend,
+        vad_aggressiveness=settings.vad_aggressiveness,
+        segmenter=SegmenterParams(
+            start_ms=settings.speech_start_ms,
+            stop_ms=settings.speech_stop_ms,
+            pad_ms=settings.speech_pad_ms,
+            max_segment_s=settings.speech_max_s,
+        ),
+        max_sdp_bytes=settings.max_sdp_bytes,
+        record_ogg=settings.record_ogg,
+        ice_loopback=settings.media_ice_loopback,
+        prompt_dir=settings.prompt_dir,
+        ca_bundle=settings.ca_bundle,
+    )
+
+
 def create_app(
     settings: Settings,
     *,
@@ -54,9 +79,15 @@ def create_app(
     media: MediaProvider | None = None,
     clock: Clock | None = None,
 ) -> FastAPI:
-    """Build the service: callbacks at /api/calling, webhooks at /api/notifications, the operator API at /v1."""
+    """Build the service: callbacks at /api/calling, webhooks at /api/notifications, the operator API at /v1,
+    WHIP at /media/whip. Unless ``media`` is given, ``settings.media`` picks app-hosted media (a MediaEngine) or
+    service-hosted."""
     config = call_config(settings)
     the_bot = bot or Bot()
+    engine: MediaEngine | None = media if isinstance(media, MediaEngine) else None
+    if media is None and settings.media == "app-hosted":
+        engine = MediaEngine(media_options(settings))
+    provider: MediaProvider | None = engine if engine is not None else media
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +104,9 @@ def create_app(
             verify=verify,
             http=key_client,
         )
-        manager = CallManager(graph, the_bot, config, clock=clock, media=media)
+        if engine is not None:
+            await engine.start()
+        manager = CallManager(graph, the_bot, config, clock=clock, media=provider)
         keeper: SubscriptionKeeper | None = None
         if settings.subscribe_call_records:
             keeper = SubscriptionKeeper(
@@ -88,6 +121,7 @@ def create_app(
         app.state.manager = manager
         app.state.bot = the_bot
         app.state.keeper = keeper
+        app.state.media = engine
         app.state.call_records = deque[CallRecord](maxlen=CALL_RECORDS_KEPT)
         await manager.start()
         # Graph validates the webhook URL while we subscribe, so subscribing must not hold up the startup.
@@ -102,6 +136,8 @@ def create_app(
                     await subscribing
                 await keeper.stop()
             await manager.stop()
+            if engine is not None:
+                await engine.stop()
             await authenticator.aclose()
             if key_client is not None:
                 await key_client.aclose()
@@ -116,6 +152,7 @@ def create_app(
     app.include_router(calling.router)
     app.include_router(notifications.router)
     app.include_router(v1.router)
+    app.include_router(whip.router)
 
     @app.get("/healthz", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -16,6 +16,7 @@ from mediabot.graph import GraphClient
 from mediabot.graph.callback_auth import CallbackAuthenticator
 from mediabot.graph.models import CallRecord
 from mediabot.graph.subscriptions import SubscriptionKeeper
+from mediabot.media.engine import MediaEngine
 
 __all__ = [
     "AuthenticatorDep",
@@ -24,6 +25,7 @@ __all__ = [
     "GraphDep",
     "KeeperDep",
     "ManagerDep",
+    "MediaDep",
     "SettingsDep",
     "require_api_key",
 ]
@@ -44,6 +46,7 @@ GraphDep = Annotated[GraphClient, Depends(_from_state("graph"))]
 BotDep = Annotated[Bot, Depends(_from_state("bot"))]
 AuthenticatorDep = Annotated[CallbackAuthenticator, Depends(_from_state("authenticator"))]
 KeeperDep = Annotated[SubscriptionKeeper | None, Depends(_from_state("keeper"))]
+MediaDep = Annotated[MediaEngine | None, Depends(_from_state("media"))]
 CallRecordsDep = Annotated[deque[CallRecord], Depends(_from_state("call_records"))]
 
 _bearer = HTTPBearer(auto_error=False)

@@ -18,11 +18,14 @@ from mediabot.calls import (
     ManagedCall,
     ManualClock,
     MediaProvider,
+    ServiceHostedMedia,
     ToneRecord,
 )
+from mediabot.calls.media import RosterEntry
 from mediabot.graph import GraphClient
 from mediabot.graph.models import CommsOperation, Participant
 from mediabot.graph.notifications import parse_comms_notifications
+from mediabot.media.session import SpeechEvent
 from mediabot.sandbox import SandboxServer
 from tests.graph.conftest import RecordingTransport as GraphRecordingTransport
 
@@ -82,6 +85,9 @@ class RecordingBot(Bot):
     async def on_tone(self, call: ManagedCall, tone: ToneRecord) -> None:
         self._record("tone", tone)
 
+    async def on_speech(self, call: ManagedCall, event: SpeechEvent) -> None:
+        self._record("speech", event)
+
     async def on_operation_completed(self, call: ManagedCall, operation: CommsOperation) -> None:
         self._record("operation", operation)
 
@@ -92,16 +98,54 @@ class RecordingBot(Bot):
         self._record("terminated", call.id)
 
 
-class FakeMedia:
-    """App-hosted media config with a fixed blob; remembers releases."""
+class FakeMedia(ServiceHostedMedia):
+    """App-hosted media config with a fixed blob; remembers everything the manager told it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, hosts: bool = False) -> None:
         self.released: list[str] = []
         self.asked: list[str | None] = []
+        self.gated: list[bool] = []
+        self.bound: list[str] = []
+        self.discarded = 0
+        self.rosters: list[tuple[str, list[RosterEntry]]] = []
+        self.gates: list[tuple[str, bool]] = []
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+        self.prompts: list[tuple[str, str]] = []
+        self.hosting = hosts
+        self.prompt_error: Exception | None = None
+        self.listener: Any = None
 
-    async def media_config(self, call_id: str | None) -> dict[str, Any]:
+    def set_listener(self, listener: Any) -> None:
+        self.listener = listener
+
+    async def media_config(self, call_id: str | None, *, gated: bool = False) -> dict[str, Any]:
         self.asked.append(call_id)
+        self.gated.append(gated)
         return {"@odata.type": "#microsoft.graph.appHostedMediaConfig", "blob": "eyJ2IjoxfQ"}
+
+    def bind(self, media_config: dict[str, Any], call_id: str) -> None:
+        self.bound.append(call_id)
+
+    async def discard(self, media_config: dict[str, Any]) -> None:
+        self.discarded += 1
+
+    def roster_changed(self, call_id: str, entries: list[RosterEntry]) -> None:
+        self.rosters.append((call_id, entries))
+
+    def recording_decided(self, call_id: str, allowed: bool) -> None:
+        self.gates.append((call_id, allowed))
+
+    def call_event(self, call_id: str, kind: str, **data: Any) -> None:
+        self.events.append((call_id, kind, data))
+
+    def hosts(self, call_id: str) -> bool:
+        return self.hosting
+
+    async def play_prompt(self, call_id: str, uri: str) -> float:
+        self.prompts.append((call_id, uri))
+        if self.prompt_error is not None:
+            raise self.prompt_error
+        return 1.5
 
     async def release(self, call_id: str) -> None:
         self.released.append(call_id)

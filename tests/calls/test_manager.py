@@ -8,8 +8,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
+from mediabot._errors import GraphError
 from mediabot.calls import (
     AnswerDecision,
     AnswerPolicy,
@@ -21,8 +23,12 @@ from mediabot.calls import (
     OperationTimeoutError,
     UnknownCallError,
 )
+from mediabot.calls.media import RosterEntry
 from mediabot.graph import user_target
+from mediabot.graph.models import PlayPromptOperation
 from mediabot.graph.notifications import parse_comms_notifications
+from mediabot.media.session import SpeechEvent, ToneEvent
+from mediabot.media.vad import SpeechSegment
 from mediabot.sandbox import SandboxServer
 
 from .conftest import (
@@ -530,6 +536,100 @@ async def test_reconciliation_after_silence(
     assert gets() == [200, 404]
     assert call.state is CallPhase.TERMINATED
     assert call.note is not None and "reconciled" in call.note
+
+
+# -- the media plane -------------------------------------------------------------------------------------------------
+
+
+async def test_app_hosted_media_hears_roster_gate_and_state(
+    sandbox: SandboxServer, make_manager: ManagerFactory, graph_contract: Path
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    call = await established_call(sandbox, manager, graph_contract)
+    assert media.asked == [call.id] and media.gated == [False]
+    assert media.gates == [(call.id, True)]  # no compliance mode: the gate opens at establishment
+    assert ("state", {"state": "established"}) in [(kind, data) for cid, kind, data in media.events if cid == call.id]
+    await notify(manager, roster_body(call.id, [participant("a", "Ann"), participant("b", "Ben")]))
+    assert media.rosters[-1] == (
+        call.id,
+        [RosterEntry("a", "Ann", ("1",)), RosterEntry("b", "Ben", ("1",))],
+    )
+    await notify(manager, contract_body(graph_contract, "call-delete-terminated", call.id))
+    assert media.released == [call.id]
+    assert media.gates == [(call.id, True)]  # decided once; the end does not re-decide it
+
+
+async def test_compliance_mode_opens_media_gated_and_refusal_reaches_media(
+    sandbox: SandboxServer, make_manager: ManagerFactory, graph_contract: Path
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media, compliance_recording=True)
+    call_id = await ring(sandbox, manager)
+    sandbox.inject_fault("POST", f"/v1.0/communications/calls/{call_id}/updateRecordingStatus", 403)
+    await notify(manager, contract_body(graph_contract, "call-answer-ex1-established", call_id))
+    assert media.gated == [True]
+    assert media.gates == [(call_id, False)]
+
+
+async def test_placed_call_binds_its_media_and_a_failed_create_discards_it(
+    sandbox: SandboxServer, make_manager: ManagerFactory
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    call = await manager.place_call("user-42")
+    assert media.asked == [None] and media.bound == [call.id]
+    sandbox.inject_fault("POST", "/v1.0/communications/calls", 403, match="exact")
+    with pytest.raises(GraphError):
+        await manager.place_call("user-43")
+    assert media.discarded == 1 and media.bound == [call.id]
+
+
+@pytest.mark.parametrize("fails", [False, True])
+async def test_app_hosted_prompt_is_played_by_media_and_completes_as_an_operation(
+    fails: bool,
+    sandbox: SandboxServer,
+    make_manager: ManagerFactory,
+    bot: RecordingBot,
+    transport: RecordingTransport,
+    graph_contract: Path,
+) -> None:
+    media = FakeMedia(hosts=True)
+    if fails:
+        media.prompt_error = RuntimeError("the WAV is broken")
+    manager = await make_manager(media=media)
+    call = await established_call(sandbox, manager, graph_contract)
+    future = await manager.play_prompt(call.id, "welcome.wav")
+    operation = await future
+    await manager.drain()
+    assert media.prompts == [(call.id, "welcome.wav")]
+    assert transport.posts(call.id, "playPrompt") == []  # Graph is not asked: it cannot play into our media
+    assert isinstance(operation, PlayPromptOperation)
+    assert operation.status == ("failed" if fails else "completed")
+    assert bot.of("operation") == [operation]
+    [record] = [r for r in call.operations.values() if r.kind == "playPrompt"]
+    assert record.done and record.status == operation.status
+
+
+async def test_tones_and_speech_heard_by_media_reach_the_bot(
+    sandbox: SandboxServer, make_manager: ManagerFactory, bot: RecordingBot, graph_contract: Path
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    call = await established_call(sandbox, manager, graph_contract)
+    assert media.listener is manager
+    manager.on_tone(ToneEvent(call.id, "7", "a", "5", 1.25, 1.35))
+    segment = SpeechSegment(start=16000, end=32000, audio=np.zeros(16000, np.int16), reason="silence")
+    manager.on_speech(SpeechEvent(call.id, "7", "a", "Ann", segment))
+    manager.on_media_error(call.id, "disk full")
+    manager.on_tone(ToneEvent("unknown-call", "7", None, "1", 0.0, 0.1))  # ignored
+    await manager.drain()
+    [tone] = bot.of("tone")
+    assert (tone.tone, tone.source, tone.participant_id, tone.call_time) == ("5", "inband", "a", 1.25)
+    [speech] = bot.of("speech")
+    assert speech.segment.start_s == 1.0 and speech.participant_id == "a"
+    assert call.speech_segments == 1 and call.media_failed and call.note == "disk full"
+    assert call.snapshot()["tones"][0]["source"] == "inband"
 
 
 # -- compliance recording --------------------------------------------------------------------------------------------

@@ -1,0 +1,249 @@
+"""``MediaEngine``: the process's media plane — sessions by id and by call, WHIP, prompts, the recorder thread.
+
+It is the call plane's :class:`~mediabot.calls.media.MediaProvider` for app-hosted media: before a call is answered
+or created it opens a :class:`~mediabot.media.session.MediaSession` and returns the ``appHostedMediaConfig`` whose blob
+names the session's WHIP endpoint and bearer; it binds an outgoing call's session once Graph gave the call its id;
+it takes roster, gate and state news and plays prompts; it finishes the files when the call is released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import httpx
+
+from mediabot.media.blob import MediaConfigBlob, app_hosted_media_config
+from mediabot.media.ice import allow_loopback_candidates
+from mediabot.media.pipeline import StreamPipeline
+from mediabot.media.prompt import Prompt, PromptError, load_prompt
+from mediabot.media.recorder import RecorderIO
+from mediabot.media.session import (
+    MAIN_SOURCE,
+    MediaListener,
+    MediaOptions,
+    MediaSession,
+    RosterEntry,
+    SourceConnection,
+)
+from mediabot.media.whip import WhipBadOffer, WhipNotFound, WhipUnauthorized, answer_offer, check_offer
+
+__all__ = ["MediaEngine"]
+
+logger = logging.getLogger(__name__)
+
+MAX_PROMPT_BYTES = 64 * 1024 * 1024
+SOURCE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+
+
+class MediaEngine:
+    """All media sessions of this process; the app-hosted :class:`MediaProvider` and the WHIP endpoint's logic."""
+
+    def __init__(self, options: MediaOptions, *, now: Callable[[], float] = time.monotonic) -> None:
+        self.options = options
+        self._now = now
+        self._io = RecorderIO()
+        self._sessions: dict[str, MediaSession] = {}
+        self._by_call: dict[str, MediaSession] = {}
+        self._listener: MediaListener | None = None
+        self._started = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the recorder thread; allow loopback ICE candidates if the settings ask for it."""
+        if self._started:
+            return
+        if self.options.ice_loopback:
+            allow_loopback_candidates()
+        self._io.start()
+        self._started = True
+
+    async def stop(self) -> None:
+        """Close every session (finishing their files) and stop the recorder thread."""
+        for session in list(self._sessions.values()):
+            await self._close(session)
+        if self._started:
+            await asyncio.to_thread(self._io.close)
+            self._started = False
+
+    def set_listener(self, listener: MediaListener) -> None:
+        """Who hears about speech, tones and media errors (the CallManager)."""
+        self._listener = listener
+        for session in self._sessions.values():
+            session.listener = listener
+
+    # -- sessions ----------------------------------------------------------------------------------------------------
+
+    def open_session(self, call_id: str | None = None, *, gated: bool = False) -> MediaSession:
+        """A new media session (gated: nothing is persisted until the recording gate opens)."""
+        session = MediaSession(self.options, self._io, call_id=call_id, gated=gated, listener=self._listener)
+        self._sessions[session.id] = session
+        if call_id is not None:
+            self._by_call[call_id] = session
+        logger.info("media session %s opened for call %s", session.id, call_id)
+        return session
+
+    def blob_for(self, session: MediaSession) -> MediaConfigBlob:
+        """The media config blob that points at the session's WHIP endpoint."""
+        endpoint = f"{self.options.public_url.rstrip('/')}/media/whip/{session.id}"
+        return MediaConfigBlob(endpoint=endpoint, token=session.token, receive=self.options.receive, send=True)
+
+    def sessions(self) -> list[MediaSession]:
+        """Every open session."""
+        return list(self._sessions.values())
+
+    def session(self, session_id: str) -> MediaSession | None:
+        """The session with that id."""
+        return self._sessions.get(session_id)
+
+    def for_call(self, call_id: str) -> MediaSession | None:
+        """The session of a call."""
+        return self._by_call.get(call_id)
+
+    async def _close(self, session: MediaSession) -> dict[str, Any]:
+        summary = await session.close()
+        self._sessions.pop(session.id, None)
+        if session.call_id is not None and self._by_call.get(session.call_id) is session:
+            del self._by_call[session.call_id]
+        logger.info("media session %s closed (call %s): %s", session.id, session.call_id, summary)
+        return summary
+
+    # -- MediaProvider -----------------------------------------------------------------------------------------------
+
+    async def media_config(self, call_id: str | None, *, gated: bool = False) -> dict[str, Any]:
+        """Open a session for the call and give its ``appHostedMediaConfig``."""
+        session = self.open_session(call_id, gated=gated)
+        return app_hosted_media_config(self.blob_for(session))
+
+    def bind(self, media_config: dict[str, Any], call_id: str) -> None:
+        """An outgoing call got its id: the session opened for ``media_config`` now belongs to it."""
+        blob = MediaConfigBlob.from_media_config(media_config)
+        if blob is None:
+            return
+        session_id = blob.endpoint.rstrip("/").rpartition("/")[2]
+        session = self._sessions.get(session_id)
+        if session is None or session.call_id == call_id:
+            return
+        session.call_id = call_id
+        self._by_call[call_id] = session
+
+    async def discard(self, media_config: dict[str, Any]) -> None:
+        """Creating the call failed: close the session opened for it."""
+        blob = MediaConfigBlob.from_media_config(media_config)
+        session = self._sessions.get(blob.endpoint.rstrip("/").rpartition("/")[2]) if blob else None
+        if session is not None and session.call_id is None:
+            await self._close(session)
+
+    def roster_changed(self, call_id: str, entries: list[RosterEntry]) -> None:
+        """The call's roster changed (full roster)."""
+        if (session := self._by_call.get(call_id)) is not None:
+            session.roster_changed(entries)
+
+    def recording_decided(self, call_id: str, allowed: bool) -> None:
+        """The call's compliance gate was decided."""
+        if (session := self._by_call.get(call_id)) is not None:
+            session.recording_decided(allowed)
+
+    def call_event(self, call_id: str, kind: str, **data: Any) -> None:
+        """Something happened to the call (a state change) worth a line in its events."""
+        if (session := self._by_call.get(call_id)) is not None:
+            session.event(kind, **data)
+
+    def hosts(self, call_id: str) -> bool:
+        """Whether this engine hosts the call's media (so prompts play here, not through Graph)."""
+        return call_id in self._by_call
+
+    async def play_prompt(self, call_id: str, uri: str) -> float:
+        """Play the WAV at ``uri`` into the call; returns its duration once sent. :class:`PromptError` if it can't."""
+        session = self._by_call.get(call_id)
+        if session is None:
+            raise PromptError(f"no media session for call {call_id}")
+        prompt = await self.load_prompt(uri)
+        return await session.play(prompt)
+
+    async def release(self, call_id: str) -> None:
+        """The call ended: close its session and finish its files."""
+        session = self._by_call.get(call_id)
+        if session is not None:
+            await self._close(session)
+
+    # -- prompts -----------------------------------------------------------------------------------------------------
+
+    async def load_prompt(self, uri: str) -> Prompt:
+        """Fetch (https) or read (a file under the prompt folder) a WAV prompt and decode it off the event loop."""
+        parsed = urlparse(uri)
+        if parsed.scheme in ("https", "http"):
+            verify: str | bool = str(self.options.ca_bundle) if self.options.ca_bundle else True
+            data = bytearray()
+            async with (
+                httpx.AsyncClient(verify=verify, timeout=30.0, follow_redirects=True) as client,
+                client.stream("GET", uri) as response,
+            ):
+                if response.status_code != 200:
+                    raise PromptError(f"prompt {uri}: HTTP {response.status_code}")
+                async for chunk in response.aiter_bytes():
+                    data += chunk
+                    if len(data) > MAX_PROMPT_BYTES:
+                        raise PromptError(f"prompt {uri} is larger than {MAX_PROMPT_BYTES} bytes")
+            return await asyncio.to_thread(load_prompt, bytes(data), uri)
+        path = self._prompt_path(unquote(parsed.path) if parsed.scheme == "file" else uri)
+        return await asyncio.to_thread(load_prompt, path, uri)
+
+    def _prompt_path(self, name: str) -> Path:
+        base = Path(self.options.prompt_dir or ".").resolve()
+        path = (base / name).resolve()
+        if not path.is_relative_to(base):
+            raise PromptError(f"prompt {name}: only files under the prompt folder {base} are played")
+        if not path.is_file():
+            raise PromptError(f"prompt {name}: no such file under {base}")
+        return path
+
+    # -- WHIP --------------------------------------------------------------------------------------------------------
+
+    def authorize(self, session_id: str, authorization: str | None) -> MediaSession:
+        """The session if ``authorization`` carries its bearer token; else WhipNotFound / WhipUnauthorized."""
+        session = self._sessions.get(session_id)
+        if session is None or session.closed:
+            raise WhipNotFound(f"no media session {session_id!r}")
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), session.token.encode()):
+            raise WhipUnauthorized("the bearer token is missing or is not this session's")
+        return session
+
+    async def whip_offer(
+        self, session_id: str, authorization: str | None, source: str | None, body: bytes
+    ) -> tuple[str, str]:
+        """Answer a WHIP offer: ``(answer SDP, resource id)``. Raises a :class:`~mediabot.media.whip.WhipError`."""
+        session = self.authorize(session_id, authorization)
+        source_id = source or MAIN_SOURCE
+        if not source_id or len(source_id) > 128 or not set(source_id) <= SOURCE_ID_CHARS:
+            raise WhipBadOffer("'source' must be a roster sourceId or 'main' (letters, digits, '-', '_', '.')")
+        offer, info = check_offer(body, self.options.max_sdp_bytes)
+        send = session.prompt_track if source_id == MAIN_SOURCE else None
+        pc, transceiver, answer = await answer_offer(offer, send_track=send)
+        codec = next((c for c in info.audio_codecs if c.lower() in ("audio/opus", "audio/pcmu")), "")
+        connection = SourceConnection(
+            resource_id=secrets.token_urlsafe(9),
+            source_id=source_id,
+            pc=pc,
+            transceiver=transceiver,
+            pipeline=StreamPipeline(session.clock),
+            codec=codec,
+        )
+        session.add_connection(connection)
+        logger.info("media %s: source %s connected (%s)", session.key, source_id, codec)
+        return answer, connection.resource_id
+
+    async def whip_delete(self, session_id: str, resource_id: str, authorization: str | None) -> None:
+        """End one WHIP resource."""
+        session = self.authorize(session_id, authorization)
+        if not await session.remove_connection(resource_id):
+            raise WhipNotFound(f"no WHIP resource {resource_id!r} in session {session_id!r}")

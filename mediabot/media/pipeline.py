@@ -1,0 +1,248 @@
+"""``StreamPipeline``: one participant source's decoded audio → 16 kHz mono frames placed on the call timeline.
+
+A source's frames arrive decoded (Opus: 48 kHz stereo; PCMU: 8 kHz mono) with their RTP timestamps. The pipeline
+
+1. anchors the source on the call timeline from its first frames: over a short settling window it takes the earliest
+   ``arrival - media time`` (the least-delayed frame; the jitter buffer releases its first frames in a burst), so a
+   late join starts at the right place (leading silence);
+2. from then on places every frame by its RTP timestamp alone (unwrapped, integer arithmetic): loss and gaps become
+   silence, and the position never drifts from the sender's clock, however long the call;
+3. downmixes to mono and resamples once to 16 kHz (soxr's streaming resampler: a proper anti-alias filter, state kept
+   across frames, its delay compensated), feeding silence through the filter for short gaps and restarting it after
+   long ones;
+4. cuts the output into 20 ms frames and hands each, with its timeline position, to its sinks.
+
+The hot path (:meth:`StreamPipeline.push`) reuses preallocated buffers; sinks get a view they must copy to keep.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
+from mediabot.audio.kernels import downmix
+
+__all__ = ["FrameSink", "PipelineStats", "StreamPipeline", "TimelineClock"]
+
+logger = logging.getLogger(__name__)
+
+Int16Array = npt.NDArray[np.int16]
+
+SETTLE_FRAMES = 10
+MAX_FILLED_GAP_S = 1.0
+_U32 = 1 << 32
+
+
+class TimelineClock:
+    """The call timeline: wall (monotonic) seconds ↔ 16 kHz sample positions; sample 0 is set by the first media."""
+
+    def __init__(self, now: Callable[[], float]) -> None:
+        self._now = now
+        self.origin: float | None = None
+
+    def now(self) -> float:
+        """The current monotonic time."""
+        return self._now()
+
+    def position_of(self, moment: float) -> int:
+        """The timeline sample at ``moment``; the first call fixes the origin there (position 0)."""
+        if self.origin is None:
+            self.origin = moment
+        return round((moment - self.origin) * SAMPLE_RATE)
+
+    def position(self) -> int:
+        """The timeline sample now (0 before any media)."""
+        return 0 if self.origin is None else round((self._now() - self.origin) * SAMPLE_RATE)
+
+
+class FrameSink(Protocol):
+    """Takes 20 ms frames of one source in timeline order; ``frame`` is reused after the call returns."""
+
+    def on_frame(self, position: int, frame: Int16Array) -> None:
+        """One frame whose first sample is at ``position``."""
+        ...
+
+
+@dataclass
+class PipelineStats:
+    """What a source delivered: frames in and out, silence inserted for loss and gaps, frames dropped as late."""
+
+    frames_in: int = 0
+    frames_out: int = 0
+    gap_samples: int = 0
+    late_frames: int = 0
+    first_position: int | None = None
+
+
+class StreamPipeline:
+    """Decoded frames of one source → 16 kHz mono 20 ms frames on the call timeline → sinks."""
+
+    def __init__(self, clock: TimelineClock, sinks: list[FrameSink] | None = None) -> None:
+        self.clock = clock
+        self.sinks: list[FrameSink] = sinks if sinks is not None else []
+        self.stats = PipelineStats()
+        self._rate = 0
+        self._channels = 0
+        self._resampler: soxr.ResampleStream | None = None
+        self._mono = np.zeros(0, np.int16)
+        self._zeros = np.zeros(0, np.int16)
+        self._frame = np.zeros(FRAME_SAMPLES, np.int16)
+        self._filled = 0
+        # Position of the next output sample (start of self._frame), and RTP bookkeeping of the input side.
+        self._out_pos = 0
+        self._base = 0
+        self._rtp_last = 0
+        self._rtp_ext = 0
+        self._in_next = 0
+        self._anchored = False
+        self._settle: list[tuple[int | None, float, Int16Array]] = []
+        self._closed = False
+
+    @property
+    def position(self) -> int:
+        """Timeline position of the next sample this source will emit (its end so far)."""
+        return self._out_pos + self._filled
+
+    @property
+    def anchored(self) -> bool:
+        """Whether the source has been placed on the timeline."""
+        return self._anchored
+
+    def push(self, pts: int | None, rate: int, channels: int, samples: Int16Array, arrival: float) -> None:
+        """One decoded frame: interleaved int16 ``samples`` at ``rate``, RTP timestamp ``pts``, arrival time."""
+        if self._closed or samples.size == 0:
+            return
+        self.stats.frames_in += 1
+        if rate != self._rate or channels != self._channels:
+            self._configure(rate, channels)
+        if not self._anchored:
+            self._settle.append((pts, arrival, samples.copy()))
+            if len(self._settle) >= SETTLE_FRAMES:
+                self._anchor()
+            return
+        self._place(pts, samples)
+
+    def close(self) -> None:
+        """End of the stream: anchor what is settling, flush the resampler and the last partial frame (padded)."""
+        if self._closed:
+            return
+        if not self._anchored and self._settle:
+            self._anchor()
+        if self._resampler is not None and self._anchored:
+            self._emit(self._resampler.resample_chunk(self._zeros[:0], last=True))
+        if self._filled:
+            self._frame[self._filled :] = 0
+            self._filled = FRAME_SAMPLES
+            self._flush_frame()
+        self._closed = True
+
+    # -- internals ------------------------------------------------------------------------------------------------
+
+    def _configure(self, rate: int, channels: int) -> None:
+        if self._anchored and self._resampler is not None:
+            # A codec change mid-stream (renegotiation): finish the old filter, continue at the same position.
+            self._emit(self._resampler.resample_chunk(self._zeros[:0], last=True))
+        self._rate, self._channels = rate, channels
+        self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="int16", quality="HQ")
+        self._zeros = np.zeros(int(rate * MAX_FILLED_GAP_S), np.int16)
+        self._mono = np.zeros(rate // 10, np.int16)
+
+    def _unwrap(self, pts: int) -> int:
+        """RTP timestamp → samples since the source's first frame (32-bit wrap-around handled)."""
+        delta = (pts - self._rtp_last) % _U32
+        if delta >= _U32 // 2:
+            delta -= _U32
+        self._rtp_last = (self._rtp_last + delta) % _U32
+        self._rtp_ext += delta
+        return self._rtp_ext
+
+    def _anchor(self) -> None:
+        frames, self._settle = self._settle, []
+        first_pts = next((p for p, _, _ in frames if p is not None), None)
+        self._rtp_last = first_pts if first_pts is not None else 0
+        self._rtp_ext = 0
+        # Media time (input samples since the first frame) of each settling frame, then the least-delayed estimate.
+        media: list[int] = []
+        expected = 0
+        for pts, _, samples in frames:
+            at = self._unwrap(pts) if pts is not None else expected
+            media.append(at)
+            expected = at + samples.size // self._channels
+        start = min(arrival - at / self._rate for (_, arrival, _), at in zip(frames, media, strict=True))
+        self._base = self.clock.position_of(start)
+        self._out_pos = self._base
+        self._in_next = 0
+        self._anchored = True
+        self.stats.first_position = self._base
+        for (_, _, samples), at in zip(frames, media, strict=True):
+            self._place_at(at, samples)
+
+    def _place(self, pts: int | None, samples: Int16Array) -> None:
+        at = self._unwrap(pts) if pts is not None else self._in_next
+        self._place_at(at, samples)
+
+    def _place_at(self, at: int, samples: Int16Array) -> None:
+        count = samples.size // self._channels
+        if at + count <= self._in_next:
+            self.stats.late_frames += 1
+            return
+        mono = self._to_mono(samples, count)
+        if at < self._in_next:
+            mono = mono[self._in_next - at :]
+            at = self._in_next
+        assert self._resampler is not None
+        gap = at - self._in_next
+        if gap:
+            self.stats.gap_samples += gap * SAMPLE_RATE // self._rate
+            if gap <= self._zeros.size:
+                self._emit(self._resampler.resample_chunk(self._zeros[:gap]))
+            else:
+                # A long gap: finish the filter, restart it exactly where the next frame belongs.
+                self._emit(self._resampler.resample_chunk(self._zeros[:0], last=True))
+                self._resampler = soxr.ResampleStream(self._rate, SAMPLE_RATE, 1, dtype="int16", quality="HQ")
+                self._skip_to(self._base + at * SAMPLE_RATE // self._rate)
+        self._emit(self._resampler.resample_chunk(mono))
+        self._in_next = at + mono.size
+
+    def _to_mono(self, samples: Int16Array, count: int) -> Int16Array:
+        if self._channels == 1:
+            return samples[:count]
+        if self._mono.size < count:
+            self._mono = np.zeros(count, np.int16)
+        return downmix(samples[: count * self._channels], self._channels, out=self._mono[:count])
+
+    def _skip_to(self, position: int) -> None:
+        """Move the output to ``position``, padding the partial frame with silence (the gap's sinks see silence)."""
+        while self.position < position:
+            take = min(FRAME_SAMPLES - self._filled, position - self.position)
+            self._frame[self._filled : self._filled + take] = 0
+            self._filled += take
+            if self._filled == FRAME_SAMPLES:
+                self._flush_frame()
+
+    def _emit(self, out: Int16Array) -> None:
+        """Append resampler output to the current frame; every full frame goes to the sinks."""
+        offset = 0
+        total = out.size
+        while offset < total:
+            take = min(FRAME_SAMPLES - self._filled, total - offset)
+            self._frame[self._filled : self._filled + take] = out[offset : offset + take]
+            self._filled += take
+            offset += take
+            if self._filled == FRAME_SAMPLES:
+                self._flush_frame()
+
+    def _flush_frame(self) -> None:
+        position = self._out_pos
+        self._out_pos += FRAME_SAMPLES
+        self._filled = 0
+        self.stats.frames_out += 1
+        for sink in self.sinks:
+            sink.on_frame(position, self._frame)

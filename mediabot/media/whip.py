@@ -1,0 +1,145 @@
+"""WHIP (RFC 9725) on aiortc: check an SDP offer, answer it with a peer connection, and the errors a client sees.
+
+The service's route maps each :class:`WhipError` to its HTTP status: an unknown session 404, a wrong bearer 401, a
+malformed or oversized offer 400, an offer without a usable audio codec 422 (naming what it offered and what we take).
+Audio is received as Opus or PCMU; other media sections are answered ``inactive`` so nothing decodes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.sdp import SessionDescription
+
+from mediabot._errors import MediaError
+
+__all__ = [
+    "ACCEPTED_CODECS",
+    "OfferInfo",
+    "WhipBadOffer",
+    "WhipError",
+    "WhipNotFound",
+    "WhipUnauthorized",
+    "WhipUnsupported",
+    "answer_offer",
+    "check_offer",
+]
+
+ACCEPTED_CODECS = ("audio/opus", "audio/PCMU")
+
+
+class WhipError(MediaError):
+    """A WHIP request the endpoint refuses; ``status`` is the HTTP status to answer with."""
+
+    status = 400
+
+
+class WhipNotFound(WhipError):
+    """No such media session or WHIP resource."""
+
+    status = 404
+
+
+class WhipUnauthorized(WhipError):
+    """The bearer token is missing or not the session's."""
+
+    status = 401
+
+
+class WhipBadOffer(WhipError):
+    """The body is not a usable SDP offer (malformed, oversized, not UTF-8, no audio)."""
+
+    status = 400
+
+
+class WhipUnsupported(WhipError):
+    """The offer's audio has no codec we take (Opus or PCMU)."""
+
+    status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class OfferInfo:
+    """What an offer carries: the audio codecs offered (MIME types, in order) and its media kinds."""
+
+    audio_codecs: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+
+def check_offer(body: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
+    """Validate an offer body: size, UTF-8, SDP syntax, an audio section with Opus or PCMU. Returns the text."""
+    if len(body) > max_bytes:
+        raise WhipBadOffer(f"the SDP offer is {len(body)} bytes; at most {max_bytes} are accepted")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise WhipBadOffer("the SDP offer is not UTF-8 text") from exc
+    if not text.lstrip().startswith("v=0"):
+        raise WhipBadOffer("the body is not an SDP offer (it must start with 'v=0')")
+    try:
+        parsed = SessionDescription.parse(text)
+    except (ValueError, IndexError, KeyError, TypeError) as exc:
+        raise WhipBadOffer(f"the SDP offer does not parse: {exc}") from exc
+    kinds = tuple(media.kind for media in parsed.media)
+    audio = [media for media in parsed.media if media.kind == "audio"]
+    if not audio:
+        raise WhipBadOffer("the SDP offer has no audio section")
+    offered = tuple(codec.mimeType for media in audio for codec in media.rtp.codecs)
+    if not any(mime.lower() == accepted.lower() for mime in offered for accepted in ACCEPTED_CODECS):
+        names = ", ".join(dict.fromkeys(offered)) or "none"
+        raise WhipUnsupported(f"no usable audio codec: the offer has {names}; mediabot takes Opus or PCMU")
+    for media in parsed.media:
+        if media.ice is None or not media.ice.usernameFragment or not media.ice.password:
+            raise WhipBadOffer("the SDP offer has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
+        if not media.dtls or not media.dtls.fingerprints:
+            raise WhipBadOffer("the SDP offer has no DTLS fingerprint (a=fingerprint)")
+    return text, OfferInfo(audio_codecs=offered, kinds=kinds)
+
+
+def _audio_preferences() -> list[object]:
+    capabilities = RTCRtpReceiver.getCapabilities("audio")
+    assert capabilities is not None
+    return [codec for codec in capabilities.codecs if codec.mimeType.lower() in {c.lower() for c in ACCEPTED_CODECS}]
+
+
+async def answer_offer(
+    offer_sdp: str, *, send_track: MediaStreamTrack | None = None
+) -> tuple[RTCPeerConnection, RTCRtpTransceiver, str]:
+    """Answer a checked offer: the peer connection, its audio transceiver, and the answer SDP (ICE gathered).
+
+    With ``send_track`` the audio is answered ``sendrecv`` and the track is what we send; otherwise ``recvonly``.
+    The caller owns the connection (and closes it).
+    """
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WhipBadOffer(f"the SDP offer was refused: {exc}") from exc
+        audio: RTCRtpTransceiver | None = None
+        for transceiver in pc.getTransceivers():
+            if transceiver.kind != "audio" or audio is not None:
+                transceiver.direction = "inactive"
+                continue
+            audio = transceiver
+            transceiver.setCodecPreferences(_audio_preferences())  # type: ignore[arg-type]
+            if send_track is not None:
+                transceiver.sender.replaceTrack(send_track)
+                transceiver.direction = "sendrecv"
+            else:
+                transceiver.direction = "recvonly"
+        if audio is None:
+            raise WhipBadOffer("the SDP offer has no audio section")
+        try:
+            answer = await pc.createAnswer()
+            await pc.setLocalDescription(answer)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise WhipUnsupported(f"the offer could not be answered: {exc}") from exc
+        local = pc.localDescription
+        return pc, audio, local.sdp
+    except BaseException:
+        await pc.close()
+        raise

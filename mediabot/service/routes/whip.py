@@ -1,0 +1,75 @@
+"""``/media/whip/{session}``: the WHIP endpoint (RFC 9725) of this instance's media sessions.
+
+``POST`` an SDP offer (``application/sdp``) with the session's bearer token: ``201 Created``, the answer and
+``Location``; ``?source=`` names the participant source (a roster ``sourceId``) or ``main``. ``DELETE`` the
+``Location`` to end it. Errors are ``text/plain``: 404 unknown session, 401 wrong token, 400 a bad or oversized offer,
+415 not ``application/sdp``, 422 no usable audio codec.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from mediabot.media.engine import MediaEngine
+from mediabot.media.whip import WhipBadOffer, WhipError, WhipNotFound
+from mediabot.service._body import read_limited
+from mediabot.service.deps import MediaDep
+
+__all__ = ["router"]
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["media"])
+
+
+def _refusal(exc: WhipError) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return Response(str(exc), status_code=exc.status, media_type="text/plain", headers=headers)
+
+
+def _engine(media: MediaEngine | None) -> MediaEngine:
+    if media is None:
+        raise WhipNotFound("this instance hosts no media (MEDIABOT_MEDIA=service-hosted)")
+    return media
+
+
+@router.post("/media/whip/{session_id}", status_code=201)
+async def whip_offer(
+    session_id: str,
+    request: Request,
+    media: MediaDep,
+    source: Annotated[str | None, Query(max_length=128, description="Roster sourceId, or main.")] = None,
+) -> Response:
+    """Answer an SDP offer for one source of the session."""
+    try:
+        engine = _engine(media)
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        engine.authorize(session_id, request.headers.get("authorization"))
+        if content_type != "application/sdp":
+            return Response("the offer must be sent as application/sdp", status_code=415, media_type="text/plain")
+        try:
+            body = await read_limited(request, engine.options.max_sdp_bytes)
+        except HTTPException as exc:
+            raise WhipBadOffer(f"the SDP offer was refused: {exc.detail}") from exc
+        answer, resource_id = await engine.whip_offer(session_id, request.headers.get("authorization"), source, body)
+    except WhipError as exc:
+        logger.info("WHIP offer for session %s refused (%d): %s", session_id, exc.status, exc)
+        return _refusal(exc)
+    return Response(
+        answer,
+        status_code=201,
+        media_type="application/sdp",
+        headers={"Location": f"/media/whip/{session_id}/{resource_id}"},
+    )
+
+
+@router.delete("/media/whip/{session_id}/{resource_id}")
+async def whip_delete(session_id: str, resource_id: str, request: Request, media: MediaDep) -> Response:
+    """End one WHIP resource (one source's connection)."""
+    try:
+        await _engine(media).whip_delete(session_id, resource_id, request.headers.get("authorization"))
+    except WhipError as exc:
+        return _refusal(exc)
+    return Response(status_code=200)

@@ -1,0 +1,315 @@
+"""Crash repair of the files a call leaves on disk (a process killed mid-call, a power cut).
+
+The recorder keeps every WAV header in step with what it wrote, but a kill between a data write and its header update,
+or mid-write, leaves sizes that disagree with the file, tracks of different lengths and a mix that lags the tracks.
+:func:`repair_call` puts a call folder back to what a clean close leaves:
+
+1. every ``audio/*.wav`` is cut to whole samples and its RIFF and data sizes rewritten to match the file;
+2. every track is padded with silence to the longest, and the tail of ``mixed.wav`` that is missing is rebuilt from
+   the tracks, so ``mixed`` is again the saturating sum of the tracks, sample by sample;
+3. a half-written last line of a ``.jsonl`` file is cut off; temp files of interrupted atomic writes are removed;
+4. ``call.json`` says ``"recovered": true`` and ``"recovered_at"`` (a minimal one is created if missing) when
+   anything was repaired or the call's metadata says it never completed (``"complete": false``).
+
+Run it on calls that are not being recorded (at start-up, before serving). It is idempotent: a second run changes
+nothing. A call that was closed cleanly is left untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from mediabot.audio import SAMPLE_RATE
+from mediabot.store.layout import (
+    MIXED_NAME,
+    SAMPLE_BYTES,
+    WAV_HEADER_BYTES,
+    open_private,
+    wav_header,
+    write_json_atomic,
+)
+
+__all__ = ["RepairReport", "repair_call", "repair_recordings"]
+
+_BLOCK = 16 * SAMPLE_RATE
+_TAIL_BLOCK = 64 * 1024
+_HEADER_SIZE_FIELDS = ((4, 8), (40, 44))
+
+
+@dataclass
+class RepairReport:
+    """What :func:`repair_call` changed in one call folder, and what it could not repair."""
+
+    call_dir: Path
+    headers_fixed: list[str] = field(default_factory=list)
+    padded: dict[str, int] = field(default_factory=dict)
+    mixed_rebuilt: int = 0
+    lines_truncated: dict[str, int] = field(default_factory=dict)
+    temp_removed: list[str] = field(default_factory=list)
+    call_json_created: bool = False
+    marked_recovered: bool = False
+    samples: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything on disk was changed."""
+        return bool(
+            self.headers_fixed
+            or self.padded
+            or self.mixed_rebuilt
+            or self.lines_truncated
+            or self.temp_removed
+            or self.call_json_created
+            or self.marked_recovered
+        )
+
+
+@dataclass
+class _Wav:
+    """An open 16 kHz mono PCM16 WAV file: where its samples start and how many whole samples it holds."""
+
+    path: Path
+    fd: int
+    data_offset: int
+    samples: int
+
+    def read(self, start: int, count: int) -> npt.NDArray[np.int16]:
+        raw = os.pread(self.fd, count * SAMPLE_BYTES, self.data_offset + start * SAMPLE_BYTES)
+        out = np.zeros(count, np.int16)
+        got = np.frombuffer(raw, "<i2")
+        out[: got.size] = got
+        return out
+
+    def append(self, data: npt.NDArray[np.int16]) -> None:
+        view = memoryview(np.ascontiguousarray(data, "<i2").data).cast("B")
+        offset = self.data_offset + self.samples * SAMPLE_BYTES
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self.fd, view[done:], offset + done)
+        self.samples += data.size
+
+    def write_sizes(self) -> None:
+        data_bytes = self.samples * SAMPLE_BYTES
+        os.pwrite(self.fd, struct.pack("<I", self.data_offset + data_bytes - 8), 4)
+        os.pwrite(self.fd, struct.pack("<I", data_bytes), self.data_offset - 4)
+
+
+def repair_recordings(output_dir: Path) -> list[RepairReport]:
+    """:func:`repair_call` on every call folder under ``output_dir`` (in name order); none if it does not exist."""
+    if not output_dir.is_dir():
+        return []
+    reports = []
+    for entry in sorted(output_dir.iterdir()):
+        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not ((entry / "audio").is_dir() or (entry / "call.json").exists() or any(entry.glob("*.jsonl"))):
+            continue
+        try:
+            reports.append(repair_call(entry))
+        except OSError as exc:
+            # One unrepairable call (a full disk, a permission) must not stop the others from being repaired.
+            reports.append(RepairReport(entry, problems=[f"repair failed: {exc.strerror or exc}"]))
+    return reports
+
+
+def repair_call(call_dir: Path) -> RepairReport:
+    """Repair one call folder after a crash (see the module docstring); returns what was done."""
+    report = RepairReport(call_dir)
+    _remove_temp_files(call_dir, report)
+    audio = call_dir / "audio"
+    if audio.is_dir():
+        _repair_audio(audio, report)
+    for path in sorted(call_dir.glob("*.jsonl")):
+        _repair_jsonl(path, report)
+    _mark_recovered(call_dir, report)
+    return report
+
+
+def _remove_temp_files(call_dir: Path, report: RepairReport) -> None:
+    folders = [call_dir, call_dir / "audio"]
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        for temp in sorted(folder.glob(".*.tmp")):
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+                report.temp_removed.append(str(temp.relative_to(call_dir)))
+
+
+def _repair_audio(audio: Path, report: RepairReport) -> None:
+    opened: list[_Wav] = []
+    try:
+        tracks: list[_Wav] = []
+        mixed: _Wav | None = None
+        for path in sorted(audio.glob("*.wav")):
+            try:
+                wav = _open_wav(path, report)
+            except OSError as exc:
+                report.problems.append(f"{path.name}: {exc.strerror or exc}, left as it is")
+                continue
+            if wav is None:
+                continue
+            opened.append(wav)
+            if path.stem == MIXED_NAME:
+                mixed = wav
+            else:
+                tracks.append(wav)
+        if not tracks:
+            return
+        if mixed is None:
+            mixed = _create_wav(audio / f"{MIXED_NAME}.wav")
+            opened.append(mixed)
+        length = max(wav.samples for wav in [*tracks, mixed])
+        report.samples = length
+        zeros = np.zeros(_BLOCK, np.int16)
+        for wav in tracks:
+            if wav.samples < length:
+                report.padded[wav.path.name] = length - wav.samples
+                while wav.samples < length:
+                    wav.append(zeros[: min(_BLOCK, length - wav.samples)])
+                wav.write_sizes()
+        if mixed.samples < length:
+            report.mixed_rebuilt = length - mixed.samples
+            while mixed.samples < length:
+                start = mixed.samples
+                count = min(_BLOCK, length - start)
+                total = np.zeros(count, np.int32)
+                for wav in tracks:
+                    total += wav.read(start, count)
+                mixed.append(np.clip(total, -32768, 32767).astype(np.int16))
+            mixed.write_sizes()
+        for wav in opened:
+            os.fsync(wav.fd)
+    finally:
+        for wav in opened:
+            os.close(wav.fd)
+
+
+def _open_wav(path: Path, report: RepairReport) -> _Wav | None:
+    """Open a WAV read-write with its sizes made to agree with the file (whole samples); None if it is not ours."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        head = os.pread(fd, 4096, 0)
+        if size < WAV_HEADER_BYTES and _is_header_prefix(head):
+            # Killed while creating the file: nothing but (part of) the header was written.
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, wav_header(0), 0)
+            report.headers_fixed.append(path.name)
+            return _Wav(path, fd, WAV_HEADER_BYTES, 0)
+        data_offset = _data_offset(head)
+        if data_offset is None:
+            report.problems.append(f"{path.name}: not a 16 kHz mono PCM16 WAV file, left as it is")
+            os.close(fd)
+            return None
+        samples = (size - data_offset) // SAMPLE_BYTES
+        wav = _Wav(path, fd, data_offset, samples)
+        end = data_offset + samples * SAMPLE_BYTES
+        riff, data = struct.unpack_from("<I", head, 4)[0], struct.unpack_from("<I", head, data_offset - 4)[0]
+        if size != end or riff != end - 8 or data != samples * SAMPLE_BYTES:
+            if size != end:
+                os.ftruncate(fd, end)
+            wav.write_sizes()
+            report.headers_fixed.append(path.name)
+        return wav
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _is_header_prefix(head: bytes) -> bool:
+    expected = wav_header(0)
+    masked = bytearray(head[: len(expected)])
+    for start, end in _HEADER_SIZE_FIELDS:
+        masked[start:end] = expected[start:end][: max(0, len(masked) - start)]
+    return bytes(masked) == expected[: len(masked)]
+
+
+def _data_offset(head: bytes) -> int | None:
+    """Where the samples of a 16 kHz mono PCM16 RIFF/WAVE file start (its ``data`` chunk is the last one)."""
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    position = 12
+    pcm = False
+    while position + 8 <= len(head):
+        chunk_id = head[position : position + 4]
+        chunk_size = struct.unpack_from("<I", head, position + 4)[0]
+        body = position + 8
+        if chunk_id == b"fmt " and chunk_size >= 16 and body + 16 <= len(head):
+            audio_format, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", head, body)
+            pcm = (audio_format, channels, rate, bits) == (1, 1, SAMPLE_RATE, 16)
+        elif chunk_id == b"data":
+            return body if pcm else None
+        position = body + chunk_size + (chunk_size & 1)
+    return None
+
+
+def _create_wav(path: Path) -> _Wav:
+    fd = open_private(path, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    try:
+        os.pwrite(fd, wav_header(0), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return _Wav(path, fd, WAV_HEADER_BYTES, 0)
+
+
+def _repair_jsonl(path: Path, report: RepairReport) -> None:
+    """Cut a half-written last line (anything after the last newline)."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        size = os.fstat(fd).st_size
+        if not size or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        keep = 0
+        end = size
+        while end > 0:
+            start = max(0, end - _TAIL_BLOCK)
+            at = os.pread(fd, end - start, start).rfind(b"\n")
+            if at >= 0:
+                keep = start + at + 1
+                break
+            end = start
+        os.ftruncate(fd, keep)
+        os.fsync(fd)
+        report.lines_truncated[path.name] = size - keep
+    finally:
+        os.close(fd)
+
+
+def _mark_recovered(call_dir: Path, report: RepairReport) -> None:
+    path = call_dir / "call.json"
+    meta: dict[str, object] | None = None
+    try:
+        loaded = json.loads(path.read_bytes())
+        if isinstance(loaded, dict):
+            meta = loaded
+        else:
+            report.problems.append("call.json is not a JSON object; kept as call.json.broken")
+    except FileNotFoundError:
+        pass
+    except (ValueError, UnicodeDecodeError):
+        report.problems.append("call.json is not valid JSON; kept as call.json.broken")
+    if meta is None:
+        if path.exists():
+            os.replace(path, path.with_name("call.json.broken"))
+        meta = {"call_id": call_dir.name}
+        report.call_json_created = True
+    elif not report.changed and (meta.get("recovered") is True or meta.get("complete") is not False):
+        # Nothing to repair and not a call known to be cut short (the session writes "complete": false until
+        # it closes), or already marked: leave it as it is.
+        return
+    meta["recovered"] = True
+    meta["recovered_at"] = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    write_json_atomic(path, meta)
+    report.marked_recovered = True

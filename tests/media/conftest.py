@@ -1,0 +1,173 @@
+"""A WHIP endpoint served for real (uvicorn on loopback, in the test's loop) and a plain aiortc WHIP publisher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fractions
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+import uvicorn
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av import AudioFrame
+from fastapi import FastAPI
+
+from mediabot.media.engine import MediaEngine
+from mediabot.media.session import MediaOptions
+from mediabot.service.routes import whip
+
+RATE = 48_000
+FRAME = 960
+
+
+class PacedTrack(MediaStreamTrack):
+    """Plays a mono 48 kHz int16 signal in real time, then ends."""
+
+    kind = "audio"
+
+    def __init__(self, signal: npt.NDArray[np.int16]) -> None:
+        super().__init__()
+        self.signal = signal
+        self.index = 0
+        self.start: float | None = None
+        self.finished = asyncio.Event()
+
+    async def recv(self) -> AudioFrame:
+        if self.start is None:
+            self.start = time.monotonic()
+        if self.index * FRAME >= self.signal.size:
+            self.finished.set()
+            raise MediaStreamError
+        due = self.start + self.index * 0.02
+        if (delay := due - time.monotonic()) > 0:
+            await asyncio.sleep(delay)
+        chunk = np.zeros(FRAME, np.int16)
+        part = self.signal[self.index * FRAME : (self.index + 1) * FRAME]
+        chunk[: part.size] = part
+        frame = AudioFrame(format="s16", layout="mono", samples=FRAME)
+        frame.planes[0].update(chunk.tobytes())
+        frame.sample_rate = RATE
+        frame.time_base = fractions.Fraction(1, RATE)
+        frame.pts = self.index * FRAME
+        self.index += 1
+        return frame
+
+
+@dataclass
+class Publisher:
+    """One WHIP client connection."""
+
+    pc: RTCPeerConnection
+    location: str
+    received: list[npt.NDArray[np.int16]] = field(default_factory=list)
+    reader: asyncio.Task[None] | None = None
+
+    def heard(self) -> npt.NDArray[np.int16]:
+        return np.concatenate(self.received) if self.received else np.zeros(0, np.int16)
+
+
+async def offer_for(
+    signal: npt.NDArray[np.int16] | None, *, codec: str | None = None, receive: bool = False
+) -> tuple[RTCPeerConnection, PacedTrack | None]:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    track = PacedTrack(signal) if signal is not None else None
+    direction = "sendrecv" if (track and receive) else ("sendonly" if track else "recvonly")
+    transceiver = pc.addTransceiver(track or "audio", direction=direction)
+    if codec is not None:
+        capabilities = RTCRtpSender.getCapabilities("audio")
+        assert capabilities is not None
+        transceiver.setCodecPreferences([c for c in capabilities.codecs if c.mimeType == codec])
+    await pc.setLocalDescription(await pc.createOffer())
+    return pc, track
+
+
+async def _keep(track: MediaStreamTrack, into: list[npt.NDArray[np.int16]]) -> None:
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            frame = await track.recv()
+            channels = len(frame.layout.channels)
+            data = frame.to_ndarray().reshape(-1, channels)
+            into.append(data.mean(axis=1).astype(np.int16))
+
+
+@dataclass
+class WhipServer:
+    """The engine behind a real HTTP server; helpers to publish to it."""
+
+    engine: MediaEngine
+    base_url: str
+    client: httpx.AsyncClient
+
+    async def publish(
+        self,
+        endpoint: str,
+        token: str,
+        source: str,
+        signal: npt.NDArray[np.int16] | None,
+        *,
+        codec: str | None = None,
+        receive: bool = False,
+    ) -> tuple[Publisher, PacedTrack | None]:
+        pc, track = await offer_for(signal, codec=codec, receive=receive)
+        response = await self.client.post(
+            endpoint,
+            params={"source": source},
+            content=pc.localDescription.sdp,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/sdp"},
+        )
+        assert response.status_code == 201, response.text
+        assert response.headers["content-type"].startswith("application/sdp")
+        publisher = Publisher(pc=pc, location=response.headers["location"])
+        if receive or signal is None:
+
+            @pc.on("track")
+            def _track(remote: MediaStreamTrack) -> None:
+                publisher.reader = asyncio.get_running_loop().create_task(_keep(remote, publisher.received))
+
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=response.text, type="answer"))
+        return publisher, track
+
+    async def unpublish(self, publisher: Publisher, token: str) -> None:
+        response = await self.client.delete(publisher.location, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200, response.text
+        await publisher.pc.close()
+        if publisher.reader is not None:
+            await publisher.reader
+
+
+@pytest.fixture
+async def whip_server(tmp_path: Path) -> AsyncIterator[WhipServer]:
+    sock = socket.socket()
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    options = MediaOptions(
+        public_url=base_url, output_dir=tmp_path / "out", max_sdp_bytes=20_000, prompt_dir=tmp_path / "prompts"
+    )
+    engine = MediaEngine(options)
+    await engine.start()
+    app = FastAPI()
+    app.include_router(whip.router)
+    app.state.media = engine
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
+        await asyncio.sleep(0.01)
+    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30) as client:
+        try:
+            yield WhipServer(engine=engine, base_url=base_url, client=client)
+        finally:
+            await engine.stop()
+            server.should_exit = True
+            await serving
+            sock.close()

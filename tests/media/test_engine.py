@@ -1,0 +1,216 @@
+"""The media engine through its WHIP endpoint, with real aiortc peers over loopback and real files."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soxr
+
+from mediabot.media.dtmf import dtmf_tone
+from mediabot.media.prompt import PromptError
+from mediabot.media.session import RosterEntry
+
+from .conftest import RATE, WhipServer, offer_for
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
+
+
+def read_wav(path: Path) -> tuple[int, npt.NDArray[np.int16]]:
+    with wave.open(str(path), "rb") as reader:
+        return reader.getframerate(), np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
+
+
+def speech_48k() -> npt.NDArray[np.int16]:
+    rate, samples = read_wav(FIXTURES / "speech_fox.wav")
+    return soxr.resample(samples, rate, RATE).astype(np.int16)
+
+
+def best_lag_correlation(recorded: npt.NDArray[np.int16], reference: npt.NDArray[np.int16]) -> tuple[int, float]:
+    """The lag (samples) at which ``reference`` best matches ``recorded``, and the normalised correlation there."""
+    a = recorded.astype(np.float64)
+    b = reference.astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: a.size]
+    lag = int(np.argmax(xc))
+    window = a[lag : lag + b.size]
+    return lag, float(np.dot(window, b[: window.size]) / (np.linalg.norm(window) * np.linalg.norm(b) + 1e-9))
+
+
+async def test_errors_are_clear_and_change_nothing(whip_server: WhipServer) -> None:
+    session = whip_server.engine.open_session("call-e")
+    endpoint = f"/media/whip/{session.id}"
+    pc, _ = await offer_for(np.zeros(960, np.int16))
+    sdp = pc.localDescription.sdp
+    await pc.close()
+    auth = {"Authorization": f"Bearer {session.token}", "Content-Type": "application/sdp"}
+    client = whip_server.client
+
+    unknown = await client.post("/media/whip/nope", content=sdp, headers=auth)
+    assert unknown.status_code == 404
+    forged = await client.post(endpoint, content=sdp, headers={**auth, "Authorization": "Bearer wrong"})
+    assert forged.status_code == 401
+    assert forged.headers["www-authenticate"] == "Bearer"
+    missing = await client.post(endpoint, content=sdp, headers={"Content-Type": "application/sdp"})
+    assert missing.status_code == 401
+    wrong_type = await client.post(endpoint, content=sdp, headers={**auth, "Content-Type": "text/plain"})
+    assert wrong_type.status_code == 415
+    garbage = await client.post(endpoint, content=b"v=0\r\nthis is not sdp\r\n", headers=auth)
+    assert garbage.status_code == 400
+    not_sdp = await client.post(endpoint, content=b"\xff\xfe\x00", headers=auth)
+    assert not_sdp.status_code == 400 and "UTF-8" in not_sdp.text
+    huge = await client.post(endpoint, content=sdp.encode() + b"a=x\r\n" * 5000, headers=auth)
+    assert huge.status_code == 400 and "larger" in huge.text
+    bad_source = await client.post(endpoint, params={"source": "../x"}, content=sdp, headers=auth)
+    assert bad_source.status_code == 400
+    pcma, _ = await offer_for(np.zeros(960, np.int16), codec="audio/PCMA")
+    refused = await client.post(endpoint, content=pcma.localDescription.sdp, headers=auth)
+    await pcma.close()
+    assert refused.status_code == 422
+    assert "PCMA" in refused.text and "Opus or PCMU" in refused.text
+    gone = await client.delete(f"{endpoint}/no-such-resource", headers=auth)
+    assert gone.status_code == 404
+    assert session.connections() == []
+    await whip_server.engine.release("call-e")
+    assert not (whip_server.engine.options.output_dir / "call-e" / "audio").exists()
+
+
+async def test_a_source_is_recorded_segmented_and_its_digits_heard(whip_server: WhipServer) -> None:
+    engine = whip_server.engine
+    session = engine.open_session("call-1")
+    blob = engine.blob_for(session)
+    speech = speech_48k()
+    digits = np.concatenate(
+        [np.concatenate([dtmf_tone(d, 0.1, RATE), np.zeros(int(0.1 * RATE), np.int16)]) for d in "19#"]
+    )
+    signal = np.concatenate([np.zeros(RATE // 2, np.int16), speech, np.zeros(RATE, np.int16), digits])
+    signal = np.concatenate([signal, np.zeros(RATE, np.int16)])
+    # The roster names the source only after its audio started: it is kept and attributed.
+    publisher, track = await whip_server.publish(blob.endpoint, blob.token, "7", signal)
+    assert track is not None
+    await track.finished.wait()
+    session.roster_changed([RosterEntry("p-ada", "Ada", ("7",))])
+    await whip_server.unpublish(publisher, blob.token)
+    await engine.release("call-1")
+
+    folder = engine.options.output_dir / "call-1"
+    rate, recorded = read_wav(folder / "audio" / "p-ada.wav")
+    _, mixed = read_wav(folder / "audio" / "mixed.wav")
+    assert rate == 16_000
+    assert recorded.size == mixed.size
+    assert np.array_equal(recorded, mixed)  # one participant: the mix is that participant
+    reference = soxr.resample(signal, RATE, 16_000).astype(np.int16)
+    lag, corr = best_lag_correlation(recorded, reference)
+    assert corr >= 0.9
+    assert lag <= 320  # the first source starts the timeline: aligned within one 20 ms frame
+    # aiortc's jitter buffer keeps its last 4 packets (prefetch) when the peer hangs up: up to 80 ms of the tail.
+    assert reference.size - 5 * 320 <= recorded.size <= reference.size + 320
+
+    segments = [json.loads(line) for line in (folder / "segments.jsonl").read_text().splitlines()]
+    assert segments and all(s["participant_id"] == "p-ada" and s["display_name"] == "Ada" for s in segments)
+    speech_start = 0.5
+    assert segments[0]["start"] == pytest.approx(speech_start, abs=0.35)
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    tones = [e for e in events if e["type"] == "tone"]
+    assert "".join(t["digit"] for t in tones) == "19#"
+    assert all(t["participant_id"] == "p-ada" for t in tones)
+    first_tone = (0.5 * RATE + speech.size + RATE) / RATE
+    assert tones[0]["start"] == pytest.approx(first_tone, abs=0.03)
+    assert {"source_connected", "source_disconnected", "participant_joined"} <= {e["type"] for e in events}
+    call = json.loads((folder / "call.json").read_text())
+    assert call["complete"] is True
+    assert call["participants"] == [
+        {"id": "p-ada", "display_name": "Ada", "source_ids": ["7"], "file": "audio/p-ada.wav"}
+    ]
+    for path in [folder, folder / "audio"]:
+        assert path.stat().st_mode & 0o777 == 0o700
+    for path in [folder / "call.json", folder / "audio" / "p-ada.wav", folder / "events.jsonl"]:
+        assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_two_sources_pcmu_and_a_late_join_share_one_timeline(whip_server: WhipServer) -> None:
+    engine = whip_server.engine
+    session = engine.open_session("call-2")
+    session.roster_changed([RosterEntry("a", "A", ("1",)), RosterEntry("b", "B", ("2",))])
+    blob = engine.blob_for(session)
+    t = np.arange(3 * RATE) / RATE
+    first = (6000 * np.sin(2 * np.pi * 300 * t) * (np.sin(2 * np.pi * 1.5 * t) > 0)).astype(np.int16)
+    second = (6000 * np.sin(2 * np.pi * 500 * t[: 2 * RATE]) * (np.sin(2 * np.pi * 2 * t[: 2 * RATE]) > 0)).astype(
+        np.int16
+    )
+    pub_a, track_a = await whip_server.publish(blob.endpoint, blob.token, "1", first)
+    assert track_a is not None
+    await track_a.finished.wait()  # B joins when A is done: ~3 s later
+    pub_b, track_b = await whip_server.publish(blob.endpoint, blob.token, "2", second, codec="audio/PCMU")
+    assert track_b is not None
+    await track_b.finished.wait()
+    await whip_server.unpublish(pub_a, blob.token)
+    await whip_server.unpublish(pub_b, blob.token)
+    await engine.release("call-2")
+
+    folder = engine.options.output_dir / "call-2" / "audio"
+    _, a = read_wav(folder / "a.wav")
+    _, b = read_wav(folder / "b.wav")
+    _, mixed = read_wav(folder / "mixed.wav")
+    assert a.size == b.size == mixed.size
+    expected = np.clip(a.astype(np.int32) + b.astype(np.int32), -32768, 32767)
+    assert np.array_equal(mixed, expected)
+    lag_b, corr_b = best_lag_correlation(b, soxr.resample(second, RATE, 16_000).astype(np.int16))
+    assert corr_b >= 0.9
+    assert lag_b >= int(2.9 * 16_000)  # B's audio starts where it joined, after ~3 s of leading silence
+    assert np.abs(b[: int(2.8 * 16_000)]).max() == 0
+    codecs = [
+        json.loads(line)["codec"]
+        for line in (engine.options.output_dir / "call-2" / "events.jsonl").read_text().splitlines()
+        if '"source_connected"' in line
+    ]
+    assert codecs == ["audio/opus", "audio/PCMU"]
+
+
+async def test_a_prompt_is_heard_on_main(whip_server: WhipServer, tmp_path: Path) -> None:
+    engine = whip_server.engine
+    session = engine.open_session("call-3")
+    blob = engine.blob_for(session)
+    prompt_path = tmp_path / "prompts" / "prompt.wav"
+    prompt_path.parent.mkdir()
+    t = np.arange(8000) / 8000
+    with wave.open(str(prompt_path), "wb") as out:  # 1 s of 440 Hz at 8 kHz: resampled on the way
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes((10000 * np.sin(2 * np.pi * 440 * t)).astype("<i2").tobytes())
+    main, _ = await whip_server.publish(blob.endpoint, blob.token, "main", None)
+    with pytest.raises(PromptError, match="only files under the prompt folder"):
+        await engine.load_prompt("../elsewhere.wav")
+    with pytest.raises(PromptError, match="no such file"):
+        await engine.load_prompt("missing.wav")
+    played = await session.play(engine_prompt := await engine.load_prompt("prompt.wav"))
+    assert played == pytest.approx(1.0, abs=0.021)
+    assert engine_prompt.duration_s == pytest.approx(1.0, abs=0.021)
+    await whip_server.unpublish(main, blob.token)
+    heard = main.heard()
+    assert heard.size >= int(0.8 * RATE)
+    spectrum = np.abs(np.fft.rfft(heard.astype(np.float64)))
+    assert abs(float(np.argmax(spectrum)) * RATE / (2 * (spectrum.size - 1)) - 440) < 5
+    await engine.release("call-3")
+    events = (engine.options.output_dir / "call-3" / "events.jsonl").read_text()
+    assert '"prompt_started"' in events and '"prompt_finished"' in events
+
+
+async def test_a_closed_gate_writes_nothing(whip_server: WhipServer) -> None:
+    engine = whip_server.engine
+    session = engine.open_session("call-4", gated=True)
+    blob = engine.blob_for(session)
+    publisher, track = await whip_server.publish(blob.endpoint, blob.token, "1", speech_48k()[: RATE * 2])
+    assert track is not None
+    session.roster_changed([RosterEntry("a", "A", ("1",))])
+    session.recording_decided(False)
+    await track.finished.wait()
+    await whip_server.unpublish(publisher, blob.token)
+    await engine.release("call-4")
+    assert not (engine.options.output_dir / "call-4").exists()
+    assert not engine.options.output_dir.exists() or list(engine.options.output_dir.iterdir()) == []

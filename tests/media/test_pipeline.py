@@ -1,0 +1,186 @@
+"""StreamPipeline: decoded frames → 16 kHz mono 20 ms frames on the call timeline (no network needed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
+from mediabot.media.pipeline import SETTLE_FRAMES, StreamPipeline, TimelineClock
+
+RATE = 48_000
+FRAME_IN = RATE // 50
+
+
+class Collector:
+    """A sink that lays frames out by position (and checks they arrive in order, whole, without overlap)."""
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[int, npt.NDArray[np.int16]]] = []
+
+    def on_frame(self, position: int, frame: npt.NDArray[np.int16]) -> None:
+        assert frame.size == FRAME_SAMPLES
+        if self.frames:
+            assert position == self.frames[-1][0] + FRAME_SAMPLES
+        self.frames.append((position, frame.copy()))
+
+    def signal(self, length: int) -> npt.NDArray[np.int16]:
+        out = np.zeros(length, np.int16)
+        for position, frame in self.frames:
+            end = min(length, position + FRAME_SAMPLES)
+            if end > position:
+                out[position:end] = frame[: end - position]
+        return out
+
+
+def tone(seconds: float, freq: float = 440.0, rate: int = RATE, amplitude: int = 8000) -> npt.NDArray[np.int16]:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.int16)
+
+
+def stereo(mono: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
+    return np.repeat(mono, 2)
+
+
+def feed(
+    pipeline: StreamPipeline,
+    signal: npt.NDArray[np.int16],
+    *,
+    start: float,
+    pts0: int = 12345,
+    drop: set[int] | None = None,
+    jitter: npt.NDArray[np.float64] | None = None,
+) -> None:
+    """Push a mono 48 kHz signal as stereo 20 ms frames sent in real time from ``start``."""
+    for k in range(signal.size // FRAME_IN):
+        if drop and k in drop:
+            continue
+        frame = stereo(signal[k * FRAME_IN : (k + 1) * FRAME_IN])
+        arrival = start + k * 0.02 + (float(jitter[k]) if jitter is not None else 0.0)
+        pipeline.push((pts0 + k * FRAME_IN) % (1 << 32), RATE, 2, frame, arrival)
+
+
+def expected_16k(signal: npt.NDArray[np.int16]) -> npt.NDArray[np.float64]:
+    # The ideal: the same sine sampled at 16 kHz (the test signals are band-limited far below 8 kHz).
+    return signal[::3].astype(np.float64)
+
+
+def correlation(a: npt.NDArray[np.int16], b: npt.NDArray[np.float64]) -> float:
+    a64 = a.astype(np.float64)
+    return float(np.dot(a64, b) / (np.linalg.norm(a64) * np.linalg.norm(b) + 1e-9))
+
+
+def test_continuous_audio_is_resampled_and_placed_from_zero() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(2.0)
+    feed(pipeline, signal, start=100.0)
+    pipeline.close()
+    assert clock.origin == pytest.approx(100.0)
+    assert sink.frames[0][0] == 0
+    out = sink.signal(2 * SAMPLE_RATE)
+    assert correlation(out[200:-400], expected_16k(signal)[200:-400]) > 0.999
+    assert pipeline.stats.frames_in == 100
+    assert pipeline.position == 2 * SAMPLE_RATE  # exactly: no sample gained or lost
+
+
+def test_late_join_is_leading_silence_at_the_right_place() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    first, late = Collector(), Collector()
+    a = StreamPipeline(clock, [first])
+    b = StreamPipeline(clock, [late])
+    feed(a, tone(1.0), start=50.0)
+    feed(b, tone(1.0, 660.0), start=53.0, pts0=999)  # joins 3 s after the call's media started
+    assert late.frames[0][0] == 3 * SAMPLE_RATE
+    assert b.stats.first_position == 3 * SAMPLE_RATE
+
+
+def test_burst_of_the_jitter_buffer_does_not_delay_the_anchor() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    ref, burst = Collector(), Collector()
+    first = StreamPipeline(clock, [ref])
+    first.push(0, RATE, 2, stereo(tone(0.02)), 10.0)
+    first.close()  # anchors it: the origin is 10.0
+    pipeline = StreamPipeline(clock, [burst])
+    signal = tone(1.0)
+    # The first frames come out together, 80 ms after the first was due (the jitter buffer's prefetch).
+    for k in range(signal.size // FRAME_IN):
+        arrival = max(11.0 + k * 0.02, 11.08)
+        pipeline.push(k * FRAME_IN, RATE, 2, stereo(signal[k * FRAME_IN : (k + 1) * FRAME_IN]), arrival)
+    assert pipeline.stats.first_position == SAMPLE_RATE  # 11.0 - 10.0 s, not 11.08
+
+
+def test_loss_and_gaps_are_silence_and_the_timeline_stays_exact() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(4.0)
+    rng = np.random.default_rng(7)
+    lost = {int(k) for k in rng.choice(np.arange(SETTLE_FRAMES, 200), size=10, replace=False)}
+    # A long silence (3 s, more than the filled-gap limit) between two talk spurts.
+    long_gap = set(range(120, 170))
+    jitter = rng.uniform(0, 0.04, size=200)
+    feed(pipeline, signal, start=0.0, drop=lost | long_gap, jitter=jitter)
+    pipeline.close()
+    assert pipeline.position == 4 * SAMPLE_RATE
+    out = sink.signal(4 * SAMPLE_RATE)
+    expected = expected_16k(signal)
+    for k in sorted(lost | long_gap):
+        lo, hi = k * FRAME_SAMPLES + 40, (k + 1) * FRAME_SAMPLES - 40  # away from the filter's edges
+        assert np.abs(out[lo:hi]).max() < 400, k
+    kept = [k for k in range(200) if k not in lost | long_gap and k - 1 not in lost | long_gap]
+    kept = [k for k in kept if k + 1 not in lost | long_gap]
+    idx = np.concatenate([np.arange(k * FRAME_SAMPLES + 40, (k + 1) * FRAME_SAMPLES - 40) for k in kept])
+    assert correlation(out[idx], expected[idx]) > 0.99
+    assert pipeline.stats.gap_samples == len(lost | long_gap) * FRAME_SAMPLES
+
+
+def test_rtp_timestamp_wrap_around() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(1.0)
+    feed(pipeline, signal, start=0.0, pts0=(1 << 32) - 10 * FRAME_IN - 7)
+    pipeline.close()
+    assert pipeline.position == SAMPLE_RATE
+    assert correlation(sink.signal(SAMPLE_RATE)[200:-400], expected_16k(signal)[200:-400]) > 0.999
+
+
+def test_an_hour_places_the_last_frame_exactly() -> None:
+    clock = TimelineClock(lambda: 0.0)
+
+    class Last:
+        position = -1
+
+        def on_frame(self, position: int, frame: npt.NDArray[np.int16]) -> None:
+            self.position = position
+
+    last = Last()
+    pipeline = StreamPipeline(clock, [last])
+    frame = np.zeros(FRAME_IN, np.int16)
+    frames = 3600 * 50
+    pts = 77
+    for k in range(frames):
+        # The arrival clock wanders (a sender whose clock runs 100 ppm fast); placement follows the RTP clock.
+        pipeline.push(pts, RATE, 1, frame, k * 0.02 * 1.0001)
+        pts = (pts + FRAME_IN) % (1 << 32)
+    pipeline.close()
+    assert pipeline.position == frames * FRAME_SAMPLES
+    assert last.position == frames * FRAME_SAMPLES - FRAME_SAMPLES
+
+
+def test_pcmu_rate_and_late_duplicates() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(1.0, rate=8000)
+    for k in range(50):
+        chunk = signal[k * 160 : (k + 1) * 160]
+        pipeline.push(k * 160, 8000, 1, chunk, k * 0.02)
+        if k == 30:
+            pipeline.push(20 * 160, 8000, 1, chunk, k * 0.02)  # a stale duplicate: dropped
+    pipeline.close()
+    assert pipeline.stats.late_frames == 1
+    assert pipeline.position == SAMPLE_RATE

@@ -112,11 +112,33 @@ def demo(
     json_output: Annotated[
         bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")
     ] = False,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            help="Run this scenario file (YAML/JSON): sandbox and bot as two processes, one scripted call with "
+            "media, until the call ends.",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Where the bot writes the call's recordings (with --scenario).")] = Path(
+        "recordings"
+    ),
 ) -> None:
-    """Start the sandbox in its own process and drive a call through it with mediabot's Graph client."""
-    from mediabot.demo import run_demo
+    """Run the sandbox in its own process and drive a call through it.
 
-    ok = asyncio.run(run_demo(json_output=json_output))
+    Without --scenario: a signaling smoke flow through mediabot's Graph client. With --scenario FILE: the sandbox
+    and `mediabot serve` as two processes, the scenario's participants played into the bot over WHIP, and a
+    summary of what the bot recorded under --out (participants, speech segments, tones, files).
+    """
+    if scenario is not None:
+        from mediabot.demo_call import run_call_demo
+
+        ok = asyncio.run(run_call_demo(scenario.resolve(), out.resolve(), json_output=json_output))
+    else:
+        from mediabot.demo import run_demo
+
+        ok = asyncio.run(run_demo(json_output=json_output))
     if not ok:
         raise typer.Exit(1)
 

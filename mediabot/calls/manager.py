@@ -743,7 +743,9 @@ class CallManager:
         if sequence is not None:
             call.roster_sequence = max(sequence, call.roster_sequence or sequence)
         if joined or left:
-            self._media.roster_changed(call.id, [_roster_entry(p) for p in call.roster.values() if p.id])
+            # The bot's own leg is not a participant whose audio it records.
+            others = [p for p in call.roster.values() if p.id and p.id != call.my_participant_id]
+            self._media.roster_changed(call.id, [_roster_entry(p) for p in others])
             logger.info("call %s: roster +%d -%d (%d present)", call.id, len(joined), len(left), len(call.roster))
             self._hook(call, "on_participants_changed", lambda: self._bot.on_participants_changed(call, joined, left))
 

@@ -444,8 +444,8 @@ class _Disk:
         track.file.path = new
 
     def mix(self, floor: int) -> None:
-        """Write the mix up to the least any track has written (``floor`` when there are no tracks)."""
-        end = min((track.written for track in self.tracks.values()), default=floor)
+        """Write the mix up to ``floor``, and never past what any track has written."""
+        end = min(floor, min((track.written for track in self.tracks.values()), default=floor))
         count = end - self.mix_written
         if count <= 0:
             return
@@ -764,7 +764,8 @@ class CallRecorder:
             raise ValueError(f"the track {key!r} is already open")
         self._claim_name(name, key)
         # A new track can only hold audio from where the mix may already have been written: earlier is silence.
-        start = min((track._written for track in self._tracks.values()), default=self._floor)
+        # The mix stays ``hold`` behind the timeline, so a source whose first frames arrive late still fits.
+        start = self._floor
         track = TrackWriter(self, key, name, start)
         self._tracks[key] = track
         if self._live:
@@ -783,10 +784,8 @@ class CallRecorder:
             track._pad_to(target if track._open else position)
             if track._fill and track._written - track._fill <= oldest:
                 track._hand_over()
-        if self._tracks:
-            self._floor = min(track._written for track in self._tracks.values())
-        else:
-            self._floor = max(self._floor, target)
+        lowest = min((track._written for track in self._tracks.values()), default=target)
+        self._floor = max(self._floor, min(lowest, target))
         self._io.submit(self._disk.mix, self._floor)
 
     def append_jsonl(self, path: Path, record: Mapping[str, Any]) -> None:

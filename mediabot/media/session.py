@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MAIN_SOURCE = "main"
 TICK_S = 0.25
+RECORDER_HOLD_S = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -418,11 +419,23 @@ class MediaSession:
 
     def _recording(self) -> CallRecorder:
         if self._recorder is None:
+            # A source's frames reach the recorder up to ~1.2 s after they were due (the pipeline's settling second
+            # plus the jitter buffer): stalled tracks are padded only behind that, so a late joiner's start is kept.
             self._recorder = CallRecorder(
-                self._paths(), self._io, on_error=self._report_error, ogg=self.options.record_ogg
+                self._paths(),
+                self._io,
+                hold_s=RECORDER_HOLD_S,
+                on_error=self._report_error,
+                ogg=self.options.record_ogg,
             )
             self._write_metadata(final=False)
         return self._recorder
+
+    def _has_track(self, entry: RosterEntry) -> bool:
+        return any(
+            (analysis := self._analysis.get(source)) is not None and analysis.track is not None
+            for source in entry.source_ids
+        )
 
     def _open_track(self, source_id: str) -> TrackWriter:
         entry = self._roster.get(source_id)
@@ -453,7 +466,7 @@ class MediaSession:
                     "id": entry.participant_id,
                     "display_name": entry.display_name,
                     "source_ids": list(entry.source_ids),
-                    "file": f"audio/{entry.participant_id}.wav",
+                    "file": f"audio/{entry.participant_id}.wav" if self._has_track(entry) else None,
                 }
                 for entry in participants.values()
             ],

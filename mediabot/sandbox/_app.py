@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from ._callback_signing import CallbackSigner
 from ._config import SandboxConfig
 from ._deps import SandboxState
+from ._director import ScenarioDirector
 from ._errors import GraphErrorResponse, entra_error, graph_error_body, graph_error_code_for_status
 from ._notifier import CallNotifier
 from ._platform import CallPlatform
@@ -69,7 +70,10 @@ def create_sandbox_app(config: SandboxConfig) -> FastAPI:
     """
     store = SandboxStore(config)
     signer = CallbackSigner(config)
-    platform = CallPlatform(store, CallNotifier(config, signer), config.answer_deadline, config.keepalive_timeout)
+    notifier = CallNotifier(config, signer)
+    platform = CallPlatform(store, notifier, config.answer_deadline, config.keepalive_timeout)
+    platform.director = ScenarioDirector(store, verify=notifier.ssl_context(), allow_loopback=config.media_ice_loopback)
+    platform.director.platform = platform
 
     app = FastAPI(title="mediabot sandbox", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.sandbox = SandboxState(

@@ -101,6 +101,8 @@ class SandboxConfig:
     answer_deadline: float = 15.0
     #: seconds a call lives without a keepAlive request (Graph: 45 minutes)
     keepalive_timeout: float = 45 * 60.0
+    #: the media relay also offers ICE host candidates on 127.0.0.1 (hosts with only loopback)
+    media_ice_loopback: bool = False
 
     @property
     def cert_path(self) -> Path:

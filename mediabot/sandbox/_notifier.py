@@ -75,7 +75,7 @@ class CallNotifier:
             return
         self._queue = asyncio.Queue()
         self._client = httpx.AsyncClient(
-            verify=self._ssl_context(), trust_env=False, timeout=_TIMEOUT, transport=self._transport
+            verify=self.ssl_context(), trust_env=False, timeout=_TIMEOUT, transport=self._transport
         )
         self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch(), name="sandbox-notifier")
 
@@ -94,7 +94,8 @@ class CallNotifier:
             await self._client.aclose()
             self._client = None
 
-    def _ssl_context(self) -> ssl.SSLContext:
+    def ssl_context(self) -> ssl.SSLContext:
+        """What outgoing HTTPS to bots trusts: public CAs, the sandbox's certificate, the configured extra CA."""
         # Public CAs (a tunnel in front of a bot) plus the sandbox's own certificate plus the configured extra CA.
         context = ssl.create_default_context()
         context.load_verify_locations(cafile=str(self._config.cert_path))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._notifications import (
     ANSWER_DEADLINE_RESULT,
@@ -26,6 +26,9 @@ from ._notifications import (
 )
 from ._notifier import CallNotifier
 from ._store import SandboxStore
+
+if TYPE_CHECKING:
+    from ._director import ScenarioDirector
 
 __all__ = ["CallPlatform"]
 
@@ -41,12 +44,16 @@ class CallPlatform:
         self._answer_deadline = answer_deadline
         self._keepalive = keepalive
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        #: runs scenarios (roster and media) on the calls they attach to
+        self.director: ScenarioDirector | None = None
 
     async def aclose(self) -> None:
-        """Cancel every timer and stop the notifier."""
+        """Cancel every timer, stop the scenarios' media and the notifier."""
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        if self.director is not None:
+            await self.director.aclose()
         await self.notifier.aclose()
 
     # -- flows --------------------------------------------------------------------------------------------------
@@ -58,6 +65,8 @@ class CallPlatform:
     def established(self, call_id: str, app_id: str) -> None:
         """A created or answered call connects: ``establishing``, ``established``, then the roster."""
         call = self._store.get_call(call_id, app_id)
+        if self.director is not None:
+            self.director.establishing(call, app_id)
         self._send(
             call,
             app_id,
@@ -66,6 +75,8 @@ class CallPlatform:
             [roster_notification(call_id, self._store.participants(call_id, app_id))],
         )
         self._arm(call_id, self._keepalive, None, KEEPALIVE_EXPIRED_RESULT)
+        if self.director is not None:
+            self.director.established(call, app_id)
 
     def kept_alive(self, call_id: str) -> None:
         """A keepAlive request restarts the call's keepAlive timer."""
@@ -77,6 +88,8 @@ class CallPlatform:
         timer = self._timers.pop(call["id"], None)
         if timer is not None:
             timer.cancel()
+        if self.director is not None:
+            self.director.ended(call["id"])
         if call.get("state") not in ("incoming", "terminated"):
             # As Graph does for a call that was up: "terminating" first, then the final "deleted".
             self._send(call, app_id, [call_notification("updated", {**call, "state": "terminating"})])
@@ -148,5 +161,7 @@ class CallPlatform:
         if ended is None:
             return
         call, owner = ended
+        if self.director is not None:
+            self.director.ended(call_id)
         logger.info("call %s ended by the platform: %s", call_id, result["message"])
         self._send(call, owner, [terminated_notification(call, result)])

@@ -640,6 +640,45 @@ class SandboxStore:
                 added.append(participant_id)
             return added
 
+    def reserve_source_id(self, call_id: str) -> str:
+        """A sourceId for a participant that will join the call later (a scenario's late joiner)."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None:
+                raise not_found(f"Call '{call_id}'")
+            return entry.new_source_id()
+
+    def replace_participants(self, call_id: str, keep: str) -> None:
+        """Remove everyone but ``keep`` (the bot's participant): a scenario brings its own roster."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None:
+                raise not_found(f"Call '{call_id}'")
+            entry.participants = {pid: p for pid, p in entry.participants.items() if pid == keep}
+
+    def join(self, call_id: str, identity: dict[str, Any], participant_id: str, source_id: str) -> bool:
+        """A participant joins with a known sourceId; False when the call is gone."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            if entry is None:
+                return False
+            participant = _participant(identity, participant_id, source_id)
+            entry.participants[participant_id] = participant
+            entry.roster_history.append({"identity": copy.deepcopy(identity), "joined": _now()})
+            return True
+
+    def leave(self, call_id: str, participant_id: str) -> bool:
+        """A participant leaves; False when the call or the participant is gone."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            return entry is not None and entry.participants.pop(participant_id, None) is not None
+
+    def call_owner(self, call_id: str) -> str | None:
+        """The app that owns a live call (None once it ended)."""
+        with self._lock:
+            entry = self._calls.get(call_id)
+            return entry.owner if entry is not None else None
+
     def remove_participant(self, call_id: str, app_id: str, participant_id: str) -> None:
         """Remove a participant from the roster."""
         with self._lock:

@@ -293,14 +293,15 @@ async def test_a_track_opened_mid_call_starts_where_the_mix_may_be(io: RecorderI
         if (position + FRAME) % 3200 == 0:
             rec.tick(position + FRAME)
     late = rec.open_track("b", "b")
-    assert late.written == 3 * SR
-    late.write(3 * SR - FRAME, src[:FRAME])  # stamped before the mix point: trimmed
-    late.write(3 * SR, src[:FRAME])
+    # The mix stays `hold` (1 s) behind the timeline: a source whose first frames arrive late still fits.
+    assert late.written == 2 * SR
+    late.write(2 * SR - FRAME, src[:FRAME])  # stamped before the mix point: trimmed
+    late.write(2 * SR, src[:FRAME])  # a second in the past, behind the timeline but not the mix: kept
     await rec.close()
     b = read_wav(paths.track("b"))
     assert late.late_samples == FRAME
-    assert not b[: 3 * SR].any()
-    np.testing.assert_array_equal(b[3 * SR :], src[:FRAME])
+    assert not b[: 2 * SR].any()
+    np.testing.assert_array_equal(b[2 * SR : 2 * SR + FRAME], src[:FRAME])
     np.testing.assert_array_equal(read_wav(paths.mixed), saturating_sum(read_wav(paths.track("a")), b))
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -42,6 +44,7 @@ class ServiceServer:
             "public_url": self.base_url,
             "api_key": API_KEY,
             "graph_max_backoff": 0.05,
+            "output_dir": Path(tempfile.mkdtemp(prefix="mediabot-service-")),
         }
         values.update(overrides)
         self.settings = Settings(_env_file=None, **values)

@@ -7,12 +7,15 @@
   ``POST /_sandbox/calls/{id}/end``: the remote side hangs up; ``POST /_sandbox/calls/{id}/tones``: it presses tones.
 - ``POST /_sandbox/apps/{client_id}/callback``: the default callbackUri of the app's incoming calls.
 - ``GET`` / ``DELETE /_sandbox/notifications``: the log of commsNotification deliveries to callbackUris.
+- ``POST /_sandbox/scenarios``: start a scenario file (see :mod:`mediabot.sandbox._director`); ``GET`` lists runs,
+  ``GET /_sandbox/scenarios/{id}`` shows one (status, call id, the meeting to join, the relay's counters).
 - ``GET /_sandbox/health``: readiness.
 """
 
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
@@ -20,8 +23,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from starlette.responses import JSONResponse, Response
 
+from mediabot._errors import MediaBotError
+
 from .._config import AppRegistration, new_client_secret
 from .._deps import StateDep
+from .._director import ScenarioDirector
 from .._errors import GraphErrorResponse
 from .._notifications import REMOTE_HUNG_UP_RESULT
 from .._store import Fault
@@ -64,6 +70,18 @@ class IncomingCallRequest(BaseModel):
     caller_id: str = Field(default_factory=lambda: str(uuid.uuid4()))
     caller_display_name: str = "Sandbox Caller"
     caller_kind: Literal["user", "phone"] = "user"
+
+
+class ScenarioRequest(BaseModel):
+    """Body of ``POST /_sandbox/scenarios``."""
+
+    #: the scenario file (YAML or JSON) on the sandbox's machine
+    path: str
+    client_id: str | None = None
+    #: incoming scenarios: where the platform POSTs the call's notifications; default: the app's registered callback
+    callback_uri: str | None = None
+    #: seeds the scripted loss and jitter
+    seed: int = 0
 
 
 class CallbackRequest(BaseModel):
@@ -236,3 +254,46 @@ async def clear_notifications(state: StateDep) -> Response:
     """Empty the notification delivery log."""
     state.platform.notifier.clear()
     return Response(status_code=204)
+
+
+def _director(state: Any) -> ScenarioDirector:
+    director: ScenarioDirector | None = state.platform.director
+    if director is None:
+        raise GraphErrorResponse(503, "ServiceUnavailable", "This sandbox runs no scenarios.")
+    return director
+
+
+@router.post("/scenarios", status_code=201)
+async def start_scenario(body: ScenarioRequest, request: Request, state: StateDep) -> dict[str, Any]:
+    """Start a scenario: an incoming one rings the app now; a meeting or outgoing one waits for the bot's call."""
+    app = state.store.app(body.client_id) if body.client_id else state.config.default_app
+    if app is None:
+        raise GraphErrorResponse(404, "NotFound", f"App '{body.client_id}' not found.")
+    director = _director(state)
+    try:
+        run = await director.create(Path(body.path), app.client_id, seed=body.seed)
+    except (MediaBotError, OSError) as exc:
+        raise GraphErrorResponse(400, "BadRequest", f"The scenario cannot be used: {exc}") from exc
+    if run.scenario.kind == "incoming":
+        caller = next(iter(run.members.values()))
+        callback_uri = body.callback_uri or state.store.default_callback(app.client_id)
+        context = f"{str(request.base_url).rstrip('/')}/v1.0/$metadata#communications/calls/$entity"
+        call = state.store.incoming_call(app, caller.identity(state.config.tenant_id), callback_uri, context)
+        director.attach(run, call["id"])
+        state.platform.incoming(call, app.client_id)
+    return run.to_json()
+
+
+@router.get("/scenarios")
+async def list_scenarios(state: StateDep) -> dict[str, Any]:
+    """Every scenario run."""
+    return {"value": [run.to_json() for run in _director(state).runs()]}
+
+
+@router.get("/scenarios/{run_id}")
+async def get_scenario(run_id: str, state: StateDep) -> dict[str, Any]:
+    """One scenario run."""
+    run = _director(state).run(run_id)
+    if run is None:
+        raise GraphErrorResponse(404, "NotFound", f"Scenario run '{run_id}' not found.")
+    return run.to_json()

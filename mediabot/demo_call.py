@@ -1,0 +1,308 @@
+"""``mediabot demo --scenario FILE``: the sandbox and the bot as two processes, one scripted call between them.
+
+The sandbox (Entra, Graph, the calling platform and its media relay) and ``mediabot serve`` run as separate child
+processes that talk only over HTTPS and WebRTC, as with the real cloud. The scenario is started in the sandbox; the
+bot answers (incoming), joins the meeting (meeting) or dials the first participant (outgoing) through its own ``/v1``
+API; the relay plays the participants into the bot's WHIP endpoint until the scenario's duration ends the call. The
+demo then reads what the bot wrote under ``--out`` and prints a summary: participants, speaking time, segments,
+tones, files. It fails (non-zero exit) if the call, the relay or the recording did not work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import ssl
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.table import Table
+
+from mediabot._errors import MediaBotError
+from mediabot.demo import SandboxProcess
+
+__all__ = ["CallSummary", "run_call_demo", "summarize_call"]
+
+BOT_START_TIMEOUT_S = 60.0
+CALL_GRACE_S = 60.0
+
+
+@dataclass
+class CallSummary:
+    """What a scenario call left behind, read from the bot's output folder."""
+
+    call_id: str
+    folder: Path
+    participants: list[dict[str, Any]] = field(default_factory=list)
+    segments: list[dict[str, Any]] = field(default_factory=list)
+    tones: list[dict[str, Any]] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    duration_s: float = 0.0
+    failures: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` summary."""
+        return {
+            "ok": not self.failures,
+            "call_id": self.call_id,
+            "folder": str(self.folder),
+            "duration_s": round(self.duration_s, 3),
+            "participants": self.participants,
+            "files": self.files,
+            "segments": self.segments,
+            "tones": self.tones,
+            "failures": self.failures,
+        }
+
+
+def summarize_call(folder: Path) -> CallSummary:
+    """Read a call folder (call.json, audio/, segments.jsonl, events.jsonl) into a :class:`CallSummary`."""
+    summary = CallSummary(call_id=folder.name, folder=folder)
+    call_json = folder / "call.json"
+    if not call_json.is_file():
+        summary.failures.append(f"{call_json} was not written")
+        return summary
+    meta = json.loads(call_json.read_text("utf-8"))
+    if not meta.get("complete"):
+        summary.failures.append("call.json says the recording did not complete")
+    summary.failures.extend(f"recording error: {e}" for e in meta.get("errors", []))
+    summary.segments = _jsonl(folder / "segments.jsonl")
+    events = _jsonl(folder / "events.jsonl")
+    summary.tones = [
+        {k: e.get(k) for k in ("digit", "participant_id", "start", "end")} for e in events if e.get("type") == "tone"
+    ]
+    recording = meta.get("recording", {}).get("files", {})
+    summary.duration_s = float(recording.get("seconds") or 0.0)
+    summary.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    for person in meta.get("participants", []):
+        mine = [s for s in summary.segments if s.get("participant_id") == person["id"]]
+        summary.participants.append(
+            {
+                "id": person["id"],
+                "display_name": person.get("display_name"),
+                "file": person.get("file"),
+                "segments": len(mine),
+                "speaking_s": round(sum(float(s["duration"]) for s in mine), 2),
+                "tones": "".join(str(t["digit"]) for t in summary.tones if t["participant_id"] == person["id"]),
+            }
+        )
+        if person.get("file") and not (folder / str(person["file"])).is_file():
+            summary.failures.append(f"the recording of {person.get('display_name') or person['id']} is missing")
+    if not (folder / "audio" / "mixed.wav").is_file():
+        summary.failures.append("no mixed recording")
+    return summary
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class BotProcess:
+    """``mediabot serve`` in a child process, over HTTPS, configured from the sandbox's printed environment."""
+
+    def __init__(self, sandbox: SandboxProcess, out: Path, state_dir: Path, extra: dict[str, str]) -> None:
+        self.port = _free_port()
+        self.base_url = f"https://127.0.0.1:{self.port}"
+        self.api_key = secrets.token_urlsafe(24)
+        self.log_path = state_dir / "bot.log"
+        self._sandbox = sandbox
+        self._out = out
+        self._extra = extra
+        self._proc: asyncio.subprocess.Process | None = None
+        self._context = ssl.create_default_context(cafile=sandbox.env["MEDIABOT_CA_BUNDLE"])
+
+    async def start(self) -> None:
+        """Start the child and wait until it answers ``/healthz``."""
+        certs = Path(self._sandbox.env["MEDIABOT_CA_BUNDLE"]).parent
+        env = {
+            **os.environ,
+            **self._sandbox.env,
+            "MEDIABOT_PUBLIC_URL": self.base_url,
+            "MEDIABOT_API_KEY": self.api_key,
+            "MEDIABOT_OUTPUT_DIR": str(self._out),
+            **self._extra,
+        }
+        log = self.log_path.open("wb")
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mediabot",
+            "-v",
+            "serve",
+            "--port",
+            str(self.port),
+            "--ssl-certfile",
+            str(certs / "cert.pem"),
+            "--ssl-keyfile",
+            str(certs / "key.pem"),
+            env=env,
+            stdout=log,
+            stderr=log,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + BOT_START_TIMEOUT_S
+        async with self.client() as http:
+            while True:
+                if self._proc.returncode is not None:
+                    raise MediaBotError(f"the bot exited before it was ready; see {self.log_path}")
+                try:
+                    if (await http.get("/healthz")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise MediaBotError(f"the bot did not start within {BOT_START_TIMEOUT_S:.0f}s; see {self.log_path}")
+                await asyncio.sleep(0.2)
+
+    def client(self) -> httpx.AsyncClient:
+        """An HTTP client for the bot's API (with its key)."""
+        return httpx.AsyncClient(
+            base_url=self.base_url,
+            verify=self._context,
+            trust_env=False,
+            timeout=30.0,
+            headers={"Authorization": f"Bearer {self.api_key}"},
+        )
+
+    @property
+    def alive(self) -> bool:
+        """Whether the child still runs."""
+        return self._proc is not None and self._proc.returncode is None
+
+    async def stop(self) -> None:
+        """Stop the child (SIGTERM: it finishes its calls' files) and wait for it."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.terminate()
+            try:
+                await asyncio.wait_for(self._proc.wait(), 30)
+            except TimeoutError:
+                self._proc.kill()
+                await self._proc.wait()
+
+
+async def _drive(sandbox: SandboxProcess, bot: BotProcess, scenario: Path, console: Console) -> str:
+    """Start the scenario and the bot's side of the call; wait until the call ended. The call id."""
+    run = await sandbox.admin(
+        "POST", "/scenarios", {"path": str(scenario), "callback_uri": f"{bot.base_url}/api/calling"}
+    )
+    kind = run["kind"]
+    async with bot.client() as http:
+        if kind == "meeting":
+            response = await http.post("/v1/meetings/join", json={"join_web_url": run["join_web_url"]})
+            response.raise_for_status()
+        elif kind == "outgoing":
+            response = await http.post("/v1/calls", json={"user_ids": [run["target_user_id"]]})
+            response.raise_for_status()
+        console.print(f"scenario [bold]{run['name']}[/bold] ({kind}, {run['duration']:g} s) started")
+        deadline = time.monotonic() + float(run["duration"]) + CALL_GRACE_S
+        call_id: str | None = None
+        while True:
+            run = await sandbox.admin("GET", f"/scenarios/{run['id']}")
+            call_id = run.get("call_id") or call_id
+            if run["status"] == "failed":
+                raise MediaBotError(f"the scenario failed: {run['error']}")
+            if call_id is not None:
+                response = await http.get(f"/v1/calls/{call_id}")
+                if response.status_code == 200 and response.json().get("state") == "terminated":
+                    return call_id
+            if not bot.alive:
+                raise MediaBotError(f"the bot exited during the call; see {bot.log_path}")
+            if time.monotonic() > deadline:
+                raise MediaBotError(f"the call did not end within {run['duration']:g} s + {CALL_GRACE_S:.0f} s")
+            await asyncio.sleep(0.5)
+
+
+def _complete(folder: Path) -> bool:
+    call_json = folder / "call.json"
+    return call_json.is_file() and bool(json.loads(call_json.read_text("utf-8")).get("complete"))
+
+
+async def _wait_for_files(folder: Path, seconds: float = 30.0) -> None:
+    """The bot finishes a call's files after the call ended: wait for ``call.json`` to say so."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while not await asyncio.to_thread(_complete, folder):  # noqa: ASYNC110 - another process writes them
+                await asyncio.sleep(0.2)
+
+
+async def run_call_demo(scenario: Path, out: Path, *, json_output: bool = False) -> bool:
+    """Run one scenario call between a sandbox and a bot process; print the summary. True when all worked.
+
+    ``scenario`` and ``out`` must be absolute (the children run elsewhere).
+    """
+    console = Console(stderr=json_output)
+    summary: CallSummary | None = None
+    failure: str | None = None
+    with tempfile.TemporaryDirectory(prefix="mediabot-demo-") as tmp:
+        os.chmod(tmp, 0o700)
+        state = Path(tmp)
+        sandbox = SandboxProcess(state)
+        bot: BotProcess | None = None
+        try:
+            console.print("[bold]mediabot demo[/bold]: starting the sandbox and the bot as two processes")
+            await sandbox.start()
+            bot = BotProcess(sandbox, out, state, {})
+            await bot.start()
+            console.print(f"sandbox {sandbox.env['MEDIABOT_SANDBOX_URL']} · bot {bot.base_url} · output {out}")
+            call_id = await _drive(sandbox, bot, scenario, console)
+            await _wait_for_files(out / call_id)
+            summary = await asyncio.to_thread(summarize_call, out / call_id)
+        except (MediaBotError, httpx.HTTPError, OSError) as exc:
+            failure = str(exc)
+        finally:
+            if bot is not None:
+                await bot.stop()
+                if failure is not None and bot.log_path.is_file():
+                    console.print(bot.log_path.read_text("utf-8", "replace")[-1500:], markup=False, highlight=False)
+            await sandbox.stop()
+            if failure is not None and sandbox.log_path.is_file():
+                console.print(sandbox.log_path.read_text("utf-8", "replace")[-3000:], markup=False, highlight=False)
+    if summary is not None:
+        _print(console, summary)
+    ok = failure is None and summary is not None and not summary.failures
+    if failure is not None:
+        console.print(f"[red]demo failed:[/red] {failure}")
+    if json_output:
+        data: dict[str, Any] = summary.to_json() if summary is not None else {"failures": []}
+        data["ok"] = ok
+        if failure is not None:
+            data["failures"].append(failure)
+        sys.stdout.write(json.dumps(data) + "\n")
+    return ok
+
+
+def _print(console: Console, summary: CallSummary) -> None:
+    table = Table(title=f"call {summary.call_id} ({summary.duration_s:.1f} s on the call timeline)")
+    for column in ("participant", "speaking", "segments", "tones", "recording"):
+        table.add_column(column)
+    for person in summary.participants:
+        table.add_row(
+            str(person["display_name"] or person["id"]),
+            f"{person['speaking_s']:.1f} s",
+            str(person["segments"]),
+            person["tones"] or "-",
+            str(person["file"]),
+        )
+    console.print(table)
+    console.print(f"files under {summary.folder}: " + ", ".join(summary.files))
+    for failure in summary.failures:
+        console.print(f"[red]problem:[/red] {failure}")

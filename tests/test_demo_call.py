@@ -1,0 +1,132 @@
+"""``mediabot demo --scenario``: sandbox and bot as two processes, a scripted meeting, and what the bot wrote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import soxr
+
+from mediabot.demo_call import summarize_call
+from mediabot.sandbox._scenario import load_scenario, prepare
+
+CLIPS = Path(__file__).parent.parent / "mediabot" / "sandbox" / "scenarios"
+FRAME = 320
+
+
+def write_scenario(folder: Path) -> Path:
+    path = folder / "three.yaml"
+    path.write_text(
+        f"""
+name: Three of us
+kind: meeting
+duration: 11
+participants:
+  - name: Ann
+    audio: {CLIPS / "adele-vance.wav"}
+  - name: Ben
+    audio: {CLIPS / "alex-wilber.wav"}
+    dtmf:
+      - at: 8.5
+        digits: "5*9"
+    network:
+      loss: 0.05
+      jitter_ms: 40
+  - name: Cy
+    audio: {CLIPS / "megan-bowen.wav"}
+    join_at: 4.0
+    leave_at: 9.0
+""",
+        "utf-8",
+    )
+    return path
+
+
+def read_wav(path: Path) -> npt.NDArray[np.int16]:
+    with wave.open(str(path), "rb") as reader:
+        assert (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) == (16000, 1, 2)
+        return np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
+
+
+def aligned(
+    recorded: npt.NDArray[np.int16], reference: npt.NDArray[np.int16], start: int, valid: npt.NDArray[np.bool_]
+) -> tuple[int, float]:
+    """Where ``reference`` sits in ``recorded`` near ``start`` (±0.2 s), and the correlation there over ``valid``."""
+    a = recorded.astype(np.float64)
+    b = reference.astype(np.float64) * valid
+    size = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)
+    lo, hi = max(0, start - 3200), start + 3200
+    offset = lo + int(np.argmax(xc[lo:hi]))
+    window = a[offset : offset + b.size] * valid[: a[offset : offset + b.size].size]
+    b = b[: window.size]
+    return offset, float(np.dot(window, b) / (np.linalg.norm(window) * np.linalg.norm(b) + 1e-9))
+
+
+def test_a_scripted_meeting_is_recorded_aligned_segmented_and_its_digits_heard(tmp_path: Path) -> None:
+    scenario_path = write_scenario(tmp_path)
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "mediabot", "demo", "--scenario", str(scenario_path), "--out", str(out), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["ok"] is True and summary["failures"] == []
+    folder = Path(summary["folder"])
+    assert folder.parent == out.resolve()
+    people = {p["display_name"]: p for p in summary["participants"]}
+    assert set(people) == {"Ann", "Ben", "Cy"}  # the bot's own leg is not a participant
+    assert people["Ben"]["tones"] == "5*9"
+    assert all(people[name]["segments"] >= 1 for name in people)
+
+    # The layout.
+    assert {"call.json", "events.jsonl", "segments.jsonl", "audio/mixed.wav"} <= set(summary["files"])
+    tracks = {name: read_wav(folder / people[name]["file"]) for name in people}
+    mixed = read_wav(folder / "audio" / "mixed.wav")
+    lengths = {track.size for track in tracks.values()} | {mixed.size}
+    assert len(lengths) == 1  # every file of the call has the same length
+    total = sum(track.astype(np.int32) for track in tracks.values())
+    assert np.array_equal(mixed, np.clip(total, -32768, 32767))
+    assert abs(mixed.size / 16000 - 11.0) < 0.5
+
+    # Alignment: each recording against what the relay sent, where the scenario puts it on the call timeline.
+    prepared = prepare(load_scenario(scenario_path))
+    offsets = {}
+    for name, track in tracks.items():
+        sent = prepared.participant(name)
+        reference = soxr.resample(sent.reference, 48000, 16000).astype(np.int16)
+        # Where the relay dropped a packet the bot has silence, and Opus needs a few frames to recover after it:
+        # compare everything else.
+        good = np.zeros(len(sent.packets), bool)
+        good[sent.kept] = True
+        for lost in np.flatnonzero(~good):
+            good[lost : lost + 4] = False
+        valid = np.repeat(good, FRAME)[: reference.size]
+        assert valid.mean() > (0.7 if sent.dropped else 0.99)
+        offset, corr = aligned(track, reference, int(sent.join_at * 16000), valid)
+        assert corr >= 0.9, (name, corr)
+        offsets[name] = offset
+    # Ann and Ben started together; Cy joined 4 s later: one timeline, within one 20 ms frame.
+    assert abs(offsets["Ann"] - offsets["Ben"]) <= FRAME
+    assert abs(offsets["Cy"] - offsets["Ann"] - 4 * 16000) <= FRAME
+    assert np.abs(tracks["Cy"][: offsets["Cy"] - FRAME]).max() == 0  # a late join is leading silence
+
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    tones = [e for e in events if e["type"] == "tone"]
+    assert [t["digit"] for t in tones] == ["5", "*", "9"]
+    assert abs(tones[0]["start"] - (8.5 + offsets["Ann"] / 16000)) <= 0.04
+    assert any(e["type"] == "participant_left" and e["display_name"] == "Cy" for e in events)
+    segments = [json.loads(line) for line in (folder / "segments.jsonl").read_text().splitlines()]
+    assert all(s["participant_id"] in {p["id"] for p in summary["participants"]} for s in segments)
+
+    again = summarize_call(folder)
+    assert again.failures == [] and len(again.participants) == 3

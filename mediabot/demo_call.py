@@ -30,6 +30,7 @@ from rich.table import Table
 
 from mediabot._errors import MediaBotError
 from mediabot.demo import SandboxProcess
+from mediabot.sandbox._scenario import load_scenario
 
 __all__ = ["CallSummary", "run_call_demo", "summarize_call"]
 
@@ -259,8 +260,13 @@ async def run_call_demo(scenario: Path, out: Path, *, json_output: bool = False)
         bot: BotProcess | None = None
         try:
             console.print("[bold]mediabot demo[/bold]: starting the sandbox and the bot as two processes")
+            script = await asyncio.to_thread(load_scenario, scenario)
             await sandbox.start()
-            bot = BotProcess(sandbox, out, state, {})
+            extra = {
+                "MEDIABOT_MEDIA_RECEIVE": script.media,
+                "MEDIABOT_COMPLIANCE_RECORDING": "true" if script.compliance_recording else "false",
+            }
+            bot = BotProcess(sandbox, out, state, extra)
             await bot.start()
             console.print(f"sandbox {sandbox.env['MEDIABOT_SANDBOX_URL']} · bot {bot.base_url} · output {out}")
             call_id = await _drive(sandbox, bot, scenario, console)

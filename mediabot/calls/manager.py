@@ -332,6 +332,15 @@ class CallManager:
         self._decide_gate(call, False)
         for pending in [p for p in self._by_context.values() if p.call_id == call.id]:
             self._fail(pending, CallEndedError(f"call {call.id} ended before the operation completed"))
+        result = call.result_info
+        self._media.call_event(
+            call.id,
+            "state",
+            state=str(CallPhase.TERMINATED),
+            code=result.code if result is not None else None,
+            subcode=result.subcode if result is not None else None,
+            note=call.note,
+        )
         if call.id in self._media_calls:
             self._media_calls.discard(call.id)
             self._spawn(self._release_media(call.id), f"release {call.id}")

@@ -34,6 +34,7 @@ from mediabot.media.session import (
     SourceConnection,
 )
 from mediabot.media.whip import WhipBadOffer, WhipNotFound, WhipUnauthorized, answer_offer, check_offer
+from mediabot.store.recovery import repair_recordings
 
 __all__ = ["MediaEngine"]
 
@@ -65,6 +66,11 @@ class MediaEngine:
             allow_loopback_candidates()
         self._io.start()
         self._started = True
+        # Calls a killed process left half-written: fix their headers, equalise lengths, rebuild the mix tail.
+        output = Path(self.options.output_dir)
+        for report in await asyncio.to_thread(repair_recordings, output, interrupted_only=True):
+            if report.changed or report.problems:
+                logger.warning("repaired the interrupted recording %s: %s", report.call_dir.name, report)
 
     async def stop(self) -> None:
         """Close every session (finishing their files) and stop the recorder thread."""

@@ -93,6 +93,17 @@ class ScenarioRun:
             "target_user_id": next(iter(self.members.values())).user_id,
             "error": self.error,
             "duration": self.scenario.duration,
+            "media": self.scenario.media,
+            "compliance_recording": self.scenario.compliance_recording,
+            "main": (
+                {
+                    "received_frames": self.relay.main.received_frames,
+                    "audio_at": self.relay.main_audio_at,
+                    "sent": self.relay.main.sent,
+                }
+                if self.relay is not None
+                else None
+            ),
             "participants": [
                 {
                     "name": m.name,
@@ -236,6 +247,9 @@ class ScenarioDirector:
         call_id = run.call_id
         if self._relay is None:
             self._relay = MediaRelay(verify=self._verify, allow_loopback=self._allow_loopback)
+        if blob.receive == "mixed" and run.prepared.mixed is None:
+            # The bot asked for one mixed stream: the platform mixes (the scenario file may have said unmixed).
+            run.prepared = await asyncio.to_thread(prepare, run.scenario, seed=run.prepared.seed, media="mixed")
         sources = {name: member.source_id for name, member in run.members.items()}
         try:
             run.relay = await self._relay.start(

@@ -104,8 +104,11 @@ class _Wav:
         os.pwrite(self.fd, struct.pack("<I", data_bytes), self.data_offset - 4)
 
 
-def repair_recordings(output_dir: Path) -> list[RepairReport]:
-    """:func:`repair_call` on every call folder under ``output_dir`` (in name order); none if it does not exist."""
+def repair_recordings(output_dir: Path, *, interrupted_only: bool = False) -> list[RepairReport]:
+    """:func:`repair_call` on every call folder under ``output_dir`` (in name order); none if it does not exist.
+
+    With ``interrupted_only``, calls whose ``call.json`` says ``"complete": true`` are skipped (a start-up scan).
+    """
     if not output_dir.is_dir():
         return []
     reports = []
@@ -114,12 +117,22 @@ def repair_recordings(output_dir: Path) -> list[RepairReport]:
             continue
         if not ((entry / "audio").is_dir() or (entry / "call.json").exists() or any(entry.glob("*.jsonl"))):
             continue
+        if interrupted_only and _completed(entry):
+            continue
         try:
             reports.append(repair_call(entry))
         except OSError as exc:
             # One unrepairable call (a full disk, a permission) must not stop the others from being repaired.
             reports.append(RepairReport(entry, problems=[f"repair failed: {exc.strerror or exc}"]))
     return reports
+
+
+def _completed(call_dir: Path) -> bool:
+    try:
+        meta = json.loads((call_dir / "call.json").read_text("utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("complete") is True
 
 
 def repair_call(call_dir: Path) -> RepairReport:

@@ -214,3 +214,35 @@ async def test_a_closed_gate_writes_nothing(whip_server: WhipServer) -> None:
     await engine.release("call-4")
     assert not (engine.options.output_dir / "call-4").exists()
     assert not engine.options.output_dir.exists() or list(engine.options.output_dir.iterdir()) == []
+
+
+def write_wav(path: Path, samples: npt.NDArray[np.int16]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16_000)
+        out.writeframes(samples.astype("<i2").tobytes())
+
+
+async def test_start_repairs_recordings_a_killed_process_left(tmp_path: Path) -> None:
+    from mediabot.media.engine import MediaEngine
+    from mediabot.media.session import MediaOptions
+
+    out = tmp_path / "out"
+    rng = np.random.default_rng(3)
+    voice = rng.integers(-3000, 3000, 32_000).astype(np.int16)
+    # As a kill -9 leaves it: the participant's track is ahead of the mix, call.json says incomplete.
+    write_wav(out / "killed" / "audio" / "p1.wav", voice)
+    write_wav(out / "killed" / "audio" / "mixed.wav", voice[:16_000])
+    (out / "killed" / "call.json").write_text(json.dumps({"call_id": "killed", "complete": False}))
+    write_wav(out / "finished" / "audio" / "mixed.wav", voice[:100])
+    (out / "finished" / "call.json").write_text(json.dumps({"call_id": "finished", "complete": True}))
+
+    engine = MediaEngine(MediaOptions(public_url="https://bot.example", output_dir=out))
+    await engine.start()
+    await engine.stop()
+    _, mixed = read_wav(out / "killed" / "audio" / "mixed.wav")
+    assert np.array_equal(mixed, voice)  # the mix is rebuilt from the track
+    assert json.loads((out / "killed" / "call.json").read_text())["recovered"] is True
+    assert "recovered" not in json.loads((out / "finished" / "call.json").read_text())  # finished calls untouched

@@ -55,15 +55,19 @@ def sandbox(
     state_dir: Annotated[
         Path, typer.Option(help="Folder for the TLS certificate, signing key and app registrations.")
     ] = Path("sandbox-state"),
+    media_ice_loopback: Annotated[
+        bool, typer.Option(help="The media relay also offers ICE candidates on 127.0.0.1 (loopback-only hosts).")
+    ] = False,
 ) -> None:
-    """Run the local emulator of Entra and Graph over HTTPS, in the foreground.
+    """Run the local emulator of Entra, Graph and the calling platform over HTTPS, in the foreground.
 
     When ready it prints MEDIABOT_*=value lines (tenant, client id and secret, authority, Graph URL, CA bundle):
     `mediabot sandbox > sandbox.env` then `set -a; . ./sandbox.env` configures a bot to use it.
+    Scenario files (POST /_sandbox/scenarios) play scripted participants into a bot's WHIP endpoint.
     """
     from mediabot.sandbox import serve
 
-    serve(host, port, state_dir)
+    serve(host, port, state_dir, media_ice_loopback=media_ice_loopback)
 
 
 @app.command()

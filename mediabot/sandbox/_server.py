@@ -341,11 +341,11 @@ class SandboxServer:
         return str(response.json()["access_token"])
 
 
-def serve(host: str, port: int, state_dir: Path) -> None:
+def serve(host: str, port: int, state_dir: Path, *, media_ice_loopback: bool = False) -> None:
     """Run the sandbox in the foreground; print the ``MEDIABOT_*`` environment to stdout once it listens."""
     if not logging.getLogger().handlers:
         logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    config = SandboxConfig.load(Path(state_dir))
+    config = SandboxConfig.load(Path(state_dir), media_ice_loopback=media_ice_loopback)
     sock = _bind(host, port)
     bound_port = sock.getsockname()[1]
     shown_host = f"[{host}]" if ":" in host else host

@@ -18,7 +18,7 @@ import datetime as dt
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -206,6 +206,7 @@ class MediaSession:
         self.tones: list[ToneEvent] = []
         self.errors: list[str] = []
         self._tick: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._summary: dict[str, Any] | None = None
 
@@ -239,7 +240,7 @@ class MediaSession:
     def add_connection(self, connection: SourceConnection) -> None:
         """Start reading a newly answered WHIP connection (a previous one for the same source is replaced)."""
         for old in [c for c in self._connections.values() if c.source_id == connection.source_id]:
-            asyncio.get_running_loop().create_task(self.remove_connection(old.resource_id))
+            self._background(self.remove_connection(old.resource_id))
         analysis = self._analysis.get(connection.source_id)
         if analysis is None:
             analysis = self._analysis[connection.source_id] = SourceAnalysis(self, connection.source_id)
@@ -257,6 +258,12 @@ class MediaSession:
         if self._tick is None:
             self._tick = asyncio.get_running_loop().create_task(self._ticker(), name=f"media tick {self.key}")
         self.event("source_connected", source_id=connection.source_id, codec=connection.codec)
+
+    def _background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` as a task the session keeps (and awaits when it closes)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def connection(self, resource_id: str) -> SourceConnection | None:
         """The open WHIP connection with that resource id."""
@@ -298,7 +305,7 @@ class MediaSession:
                 pipeline.push(frame.pts, frame.sample_rate, channels, samples, now())
         except Exception:
             logger.exception("media %s: source %s failed; its connection is closed", self.key, connection.source_id)
-            asyncio.get_running_loop().create_task(self.remove_connection(connection.resource_id))
+            self._background(self.remove_connection(connection.resource_id))
 
     # -- the call plane's news ---------------------------------------------------------------------------------------
 
@@ -494,6 +501,8 @@ class MediaSession:
         """End every connection, finish the analysis and the files (all tracks the same length); idempotent."""
         if self._closed:
             return self._summary or {}
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         for resource_id in list(self._connections):
             await self.remove_connection(resource_id)
         self.prompt_track.stop()

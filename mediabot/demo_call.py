@@ -189,6 +189,12 @@ class BotProcess:
         """Whether the child still runs."""
         return self._proc is not None and self._proc.returncode is None
 
+    async def kill(self) -> None:
+        """SIGKILL the child, as a crash would (it finishes nothing), and wait for it."""
+        if self._proc is not None and self._proc.returncode is None:
+            self._proc.kill()
+            await self._proc.wait()
+
     async def stop(self) -> None:
         """Stop the child (SIGTERM: it finishes its calls' files) and wait for it."""
         if self._proc is not None and self._proc.returncode is None:

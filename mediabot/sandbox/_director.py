@@ -13,10 +13,12 @@ says why).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import secrets
 import ssl
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -138,13 +140,17 @@ class ScenarioDirector:
         self._runs: dict[str, ScenarioRun] = {}
         self._by_call: dict[str, ScenarioRun] = {}
         self.platform: CallPlatform | None = None
+        # Its own worker: the loop's default executor also resolves host names, and a bot's unresolvable
+        # callbackUri can keep all of those workers waiting on DNS.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mediabot-scenarios")
 
     # -- runs --------------------------------------------------------------------------------------------------------
 
     async def create(self, path: Path, app_id: str, *, seed: int = 0) -> ScenarioRun:
         """Load and prepare a scenario (encoding happens once, off the loop) for the app's next matching call."""
-        scenario = await asyncio.to_thread(load_scenario, path)
-        prepared = await asyncio.to_thread(prepare, scenario, seed=seed)
+        loop = asyncio.get_running_loop()
+        scenario = await loop.run_in_executor(self._executor, load_scenario, path)
+        prepared = await loop.run_in_executor(self._executor, functools.partial(prepare, scenario, seed=seed))
         members = {
             spec.name: Member(name=spec.name, participant_id=str(uuid.uuid4()), user_id=str(uuid.uuid4()))
             for spec in scenario.participants
@@ -249,7 +255,8 @@ class ScenarioDirector:
             self._relay = MediaRelay(verify=self._verify, allow_loopback=self._allow_loopback)
         if blob.receive == "mixed" and run.prepared.mixed is None:
             # The bot asked for one mixed stream: the platform mixes (the scenario file may have said unmixed).
-            run.prepared = await asyncio.to_thread(prepare, run.scenario, seed=run.prepared.seed, media="mixed")
+            mixed = functools.partial(prepare, run.scenario, seed=run.prepared.seed, media="mixed")
+            run.prepared = await asyncio.get_running_loop().run_in_executor(self._executor, mixed)
         sources = {name: member.source_id for name, member in run.members.items()}
         try:
             run.relay = await self._relay.start(
@@ -316,3 +323,4 @@ class ScenarioDirector:
         if self._relay is not None:
             await self._relay.aclose()
             self._relay = None
+        self._executor.shutdown(wait=False, cancel_futures=True)

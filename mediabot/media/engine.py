@@ -9,6 +9,7 @@ it takes roster, gate and state news and plays prompts; it finishes the files wh
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import secrets
@@ -68,7 +69,9 @@ class MediaEngine:
         self._started = True
         # Calls a killed process left half-written: fix their headers, equalise lengths, rebuild the mix tail.
         output = Path(self.options.output_dir)
-        for report in await asyncio.to_thread(repair_recordings, output, interrupted_only=True):
+        # Media file work runs on the engine's own IO thread, never on the loop's shared default executor.
+        reports = await self._io.run(functools.partial(repair_recordings, output, interrupted_only=True))
+        for report in reports:
             if report.changed or report.problems:
                 logger.warning("repaired the interrupted recording %s: %s", report.call_dir.name, report)
 
@@ -199,9 +202,9 @@ class MediaEngine:
                     data += chunk
                     if len(data) > MAX_PROMPT_BYTES:
                         raise PromptError(f"prompt {uri} is larger than {MAX_PROMPT_BYTES} bytes")
-            return await asyncio.to_thread(load_prompt, bytes(data), uri)
+            return await self._io.run(load_prompt, bytes(data), uri)
         path = self._prompt_path(unquote(parsed.path) if parsed.scheme == "file" else uri)
-        return await asyncio.to_thread(load_prompt, path, uri)
+        return await self._io.run(load_prompt, path, uri)
 
     def _prompt_path(self, name: str) -> Path:
         base = Path(self.options.prompt_dir or ".").resolve()

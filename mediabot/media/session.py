@@ -353,6 +353,7 @@ class MediaSession:
     async def play(self, prompt: Prompt) -> float:
         """Play a prompt on ``main``; returns its length once it was sent. Logged as prompt events."""
         self.event("prompt_started", source=prompt.source, duration_s=round(prompt.duration_s, 3))
+        logger.info("media %s: playing %s (%.2f s) on main", self.key, prompt.source, prompt.duration_s)
         played = await self.prompt_track.play(prompt)
         self.event("prompt_finished", source=prompt.source)
         return played

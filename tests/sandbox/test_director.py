@@ -18,11 +18,11 @@ from tests.service.conftest import ServiceServer, wait_for
 CLIPS = Path(__file__).parent.parent.parent / "mediabot" / "sandbox" / "scenarios"
 
 
-def scenario(folder: Path, kind: str, **extra: Any) -> Path:
+def scenario(folder: Path, kind: str, duration: float = 3.0, **extra: Any) -> Path:
     data: dict[str, Any] = {
         "name": f"{kind} test",
         "kind": kind,
-        "duration": 3.0,
+        "duration": duration,
         "participants": [
             {"name": "Ann", "audio": str(CLIPS / "adele-vance.wav")},
             {"name": "Ben", "audio": str(CLIPS / "megan-bowen.wav"), "dtmf": [{"at": 1.0, "digits": "7"}]},
@@ -81,7 +81,7 @@ class Announcer(Bot):
 def prompt_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "prompts"
     folder.mkdir()
-    t = np.arange(16_000) / 16_000
+    t = np.arange(8_000) / 16_000
     with wave.open(str(folder / "hello.wav"), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
@@ -97,13 +97,15 @@ def test_incoming_scenario_is_answered_recorded_and_hears_the_prompt(
     service = ServiceServer(sandbox, bot=bot, prompt_dir=prompt_dir, output_dir=tmp_path / "out").start()
     bot.manager = service.manager
     try:
-        run = start(sandbox, scenario(tmp_path, "incoming"), service)
+        run = start(sandbox, scenario(tmp_path, "incoming", duration=5.0), service)
         assert run["status"] == "ringing" and run["call_id"]
         run, folder = finished(service, sandbox, run)
+        prompts = [op.to_json() for op in service.manager.get(run["call_id"]).operations.values()]
     finally:
         service.stop()
     assert run["status"] == "finished" and run["error"] is None
-    assert run["main"]["received_frames"] > 0 and run["main"]["audio_at"] is not None  # the relay heard the prompt
+    # The relay heard the prompt on main.
+    assert run["main"]["received_frames"] > 0 and run["main"]["audio_at"] is not None, (run["main"], prompts)
     meta = json.loads((folder / "call.json").read_text())
     names = {p["display_name"]: p for p in meta["participants"]}
     assert set(names) == {"Ann", "Ben"}

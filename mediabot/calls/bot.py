@@ -6,6 +6,7 @@ from mediabot.calls.call import ManagedCall, ToneRecord
 from mediabot.calls.policy import AnswerDecision
 from mediabot.graph.models import CallRecord, CommsOperation, Participant
 from mediabot.media.session import SpeechEvent
+from mediabot.transcribe.base import TranscriptEntry
 
 __all__ = ["Bot"]
 
@@ -69,6 +70,9 @@ class Bot:
 
     async def on_speech(self, call: ManagedCall, event: SpeechEvent) -> None:
         """App-hosted media: a participant's speech segment closed (``event.segment`` has its timeline and audio)."""
+
+    async def on_transcript(self, call: ManagedCall, entry: TranscriptEntry) -> None:
+        """A participant's speech segment was transcribed (``entry.text``, call-timeline ``start``/``end``)."""
 
     async def on_operation_completed(self, call: ManagedCall, operation: CommsOperation) -> None:
         """An operation of the call finished: ``operation.status`` is ``completed`` or ``failed``."""

@@ -54,6 +54,7 @@ from mediabot.graph.notifications import (
     ToneReceived,
 )
 from mediabot.media.session import SpeechEvent, ToneEvent
+from mediabot.transcribe.base import TranscriptEntry
 
 __all__ = ["CallManager", "OperationStarter"]
 
@@ -796,6 +797,12 @@ class CallManager:
         if call is not None:
             call.speech_segments += 1
             self._hook(call, "on_speech", lambda: self._bot.on_speech(call, event))
+
+    def on_transcript(self, entry: TranscriptEntry) -> None:
+        """A speech segment of the call was transcribed: given to ``Bot.on_transcript``."""
+        call = self._calls.get(entry.call_id)
+        if call is not None:
+            self._hook(call, "on_transcript", lambda: self._bot.on_transcript(call, entry))
 
     def on_media_error(self, call_id: str, message: str) -> None:
         """Recording failed: the call goes on, and its recording status ends as ``failed``."""

@@ -33,6 +33,7 @@ from mediabot.media.session import (
     MediaSession,
     RosterEntry,
     SourceConnection,
+    SpeechEvent,
 )
 from mediabot.media.whip import WhipBadOffer, WhipNotFound, WhipUnauthorized, answer_offer, check_offer
 from mediabot.store.recovery import repair_recordings
@@ -55,6 +56,8 @@ class MediaEngine:
         self._sessions: dict[str, MediaSession] = {}
         self._by_call: dict[str, MediaSession] = {}
         self._listener: MediaListener | None = None
+        self._speech_sinks: list[Callable[[MediaSession, SpeechEvent], None]] = []
+        self._closed_listeners: list[Callable[[MediaSession], None]] = []
         self._started = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
@@ -89,11 +92,28 @@ class MediaEngine:
         for session in self._sessions.values():
             session.listener = listener
 
+    def add_speech_sink(self, sink: Callable[[MediaSession, SpeechEvent], None]) -> None:
+        """Also give every closed speech segment of every session to ``sink`` (transcription)."""
+        self._speech_sinks.append(sink)
+
+    def add_closed_listener(self, listener: Callable[[MediaSession], None]) -> None:
+        """Call ``listener`` once a session closed and its files are finished (indexing, final transcripts)."""
+        self._closed_listeners.append(listener)
+
+    def _speech(self, session: MediaSession, event: SpeechEvent) -> None:
+        for sink in self._speech_sinks:
+            try:
+                sink(session, event)
+            except Exception:
+                logger.exception("media %s: a speech sink failed", session.key)
+
     # -- sessions ----------------------------------------------------------------------------------------------------
 
     def open_session(self, call_id: str | None = None, *, gated: bool = False) -> MediaSession:
         """A new media session (gated: nothing is persisted until the recording gate opens)."""
-        session = MediaSession(self.options, self._io, call_id=call_id, gated=gated, listener=self._listener)
+        session = MediaSession(
+            self.options, self._io, call_id=call_id, gated=gated, listener=self._listener, speech_sink=self._speech
+        )
         self._sessions[session.id] = session
         if call_id is not None:
             self._by_call[call_id] = session
@@ -122,6 +142,11 @@ class MediaEngine:
         self._sessions.pop(session.id, None)
         if session.call_id is not None and self._by_call.get(session.call_id) is session:
             del self._by_call[session.call_id]
+        for listener in self._closed_listeners:
+            try:
+                listener(session)
+            except Exception:
+                logger.exception("media %s: a close listener failed", session.key)
         logger.info("media session %s closed (call %s): %s", session.id, session.call_id, summary)
         return summary
 

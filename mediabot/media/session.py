@@ -183,6 +183,7 @@ class MediaSession:
         call_id: str | None = None,
         gated: bool = False,
         listener: MediaListener | None = None,
+        speech_sink: Callable[[MediaSession, SpeechEvent], None] | None = None,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
@@ -190,6 +191,7 @@ class MediaSession:
         self.options = options
         self.call_id = call_id
         self.listener = listener
+        self.speech_sink = speech_sink
         self.clock = TimelineClock(now)
         self.created = _wall()
         self._io = io
@@ -378,16 +380,17 @@ class MediaSession:
             "reason": segment.reason,
         }
         self._recording().append_jsonl(self._paths().segments, record)
+        event = SpeechEvent(
+            self.key,
+            source_id,
+            entry.participant_id if entry else None,
+            entry.display_name if entry else None,
+            segment,
+        )
+        if self.speech_sink is not None:
+            self.speech_sink(self, event)
         if self.listener is not None and self.call_id is not None:
-            self.listener.on_speech(
-                SpeechEvent(
-                    self.call_id,
-                    source_id,
-                    entry.participant_id if entry else None,
-                    entry.display_name if entry else None,
-                    segment,
-                )
-            )
+            self.listener.on_speech(event)
 
     def _tone(self, source_id: str, tone: DtmfTone) -> None:
         entry = self._roster.get(source_id)
@@ -421,6 +424,11 @@ class MediaSession:
             self.listener.on_media_error(self.call_id, message)
 
     # -- recording ---------------------------------------------------------------------------------------------------
+
+    @property
+    def folder(self) -> Any:
+        """The folder this session's outputs go to."""
+        return self._paths().dir
 
     def _paths(self) -> CallPaths:
         return CallPaths(self.options.output_dir, self.key)

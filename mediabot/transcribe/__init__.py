@@ -1,0 +1,1 @@
+"""Transcription: the ``Transcriber`` protocol, its backends, and transcript writers (JSON, WebVTT, SRT)."""

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,6 +24,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+
+
+def _register_recordings() -> None:
+    from mediabot.store.cli import recordings_app
+
+    app.add_typer(recordings_app, name="recordings", help="The recordings index: list, show, search, export.")
+
+
+_register_recordings()
 
 
 def _version(value: bool) -> None:
@@ -145,6 +154,68 @@ def demo(
         ok = asyncio.run(run_demo(json_output=json_output))
     if not ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def transcribe(
+    path: Annotated[Path, typer.Argument(help="A finished call folder (with call.json) or any WAV file.", exists=True)],
+    out: Annotated[
+        Path | None, typer.Option(help="For a WAV: where the transcript files go (default: beside it).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the transcript as JSON on stdout.")] = False,
+) -> None:
+    """Transcribe again: a call folder's speech segments (writes transcript.json/.vtt/.srt) or a WAV file.
+
+    The backend is the configured one (MEDIABOT_TRANSCRIBER: pocketsphinx by default, or openai).
+    """
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from mediabot.config import Settings
+    from mediabot.transcribe.batch import transcribe_call, transcribe_wav
+    from mediabot.transcribe.factory import create_transcriber
+
+    settings = Settings()
+    backend = "pocketsphinx" if settings.transcriber == "none" else settings.transcriber
+    transcriber = create_transcriber(
+        backend,
+        workers=settings.transcriber_workers,
+        hmm=settings.sphinx_hmm,
+        lm=settings.sphinx_lm,
+        dictionary=settings.sphinx_dict,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        model=settings.openai_model,
+        language=settings.transcription_language,
+    )
+    if transcriber is None:
+        raise ConfigError("no transcription backend is configured")
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+
+    async def run() -> list[Any]:
+        try:
+            with Progress(*columns, console=err, transient=json_output) as progress:
+                task = progress.add_task(f"transcribing {path.name} ({transcriber.name})", total=None)
+
+                def advance(done: int, total: int) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                if path.is_dir():
+                    return list(await transcribe_call(path, transcriber, progress=advance))
+                return list(await transcribe_wav(path, transcriber, out=out, progress=advance))
+        finally:
+            await transcriber.aclose()
+
+    entries = asyncio.run(run())
+    if json_output:
+        sys.stdout.write(json.dumps([entry.to_json() for entry in entries]) + "\n")
+        return
+    for entry in entries:
+        who = entry.display_name or entry.participant_id or "?"
+        minutes, seconds = divmod(entry.start, 60)
+        typer.echo(f"{int(minutes):02d}:{seconds:04.1f}  {who}: {entry.text}")
+    err.print(f"{len(entries)} segment(s) transcribed")
 
 
 def _fail(message: str, hint: str) -> None:

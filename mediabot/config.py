@@ -106,6 +106,24 @@ class Settings(BaseSettings):
     speech_pad_ms: int = Field(default=300, ge=0, description="Audio kept before a segment's start and after its end.")
     speech_max_s: float = Field(default=30.0, gt=1.0, description="Longest segment; a longer one is cut.")
     record_ogg: bool = Field(default=False, description="Also write Ogg/Opus copies of the WAVs when a call ends.")
+    transcriber: Literal["pocketsphinx", "openai", "none"] = Field(
+        default="pocketsphinx",
+        description="Who transcribes speech segments: pocketsphinx (offline, bundled en-US model), openai (any "
+        "OpenAI-compatible /v1/audio/transcriptions server) or none.",
+    )
+    transcriber_workers: int = Field(default=1, ge=1, le=16, description="Segments transcribed at once.")
+    transcription_max_in_memory: int = Field(
+        default=32, ge=1, description="Waiting segments kept in memory; more wait on disk (none is ever dropped)."
+    )
+    transcription_language: str | None = Field(default=None, description="Language hint for the openai backend.")
+    sphinx_hmm: Path | None = Field(default=None, description="pocketsphinx acoustic model folder (default: en-US).")
+    sphinx_lm: Path | None = Field(default=None, description="pocketsphinx language model (default: en-US).")
+    sphinx_dict: Path | None = Field(default=None, description="pocketsphinx pronunciation dictionary.")
+    openai_base_url: str | None = Field(
+        default=None, description="Base URL of the OpenAI-compatible server (e.g. https://api.openai.com)."
+    )
+    openai_api_key: SecretStr | None = Field(default=None, description="Bearer key of that server.")
+    openai_model: str = Field(default="whisper-1", description="Model name sent to that server.")
     prompt_dir: Path = Field(
         default=Path("prompts"), description="Folder whose WAV files app-hosted playPrompt may play (plus https URLs)."
     )

@@ -47,6 +47,7 @@ class CallSummary:
     participants: list[dict[str, Any]] = field(default_factory=list)
     segments: list[dict[str, Any]] = field(default_factory=list)
     tones: list[dict[str, Any]] = field(default_factory=list)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0
     failures: list[str] = field(default_factory=list)
@@ -62,6 +63,7 @@ class CallSummary:
             "files": self.files,
             "segments": self.segments,
             "tones": self.tones,
+            "transcript": self.transcript,
             "failures": self.failures,
         }
 
@@ -82,6 +84,12 @@ def summarize_call(folder: Path) -> CallSummary:
     summary.tones = [
         {k: e.get(k) for k in ("digit", "participant_id", "start", "end")} for e in events if e.get("type") == "tone"
     ]
+    transcript = folder / "transcript.json"
+    if transcript.is_file():
+        summary.transcript = [
+            {k: e.get(k) for k in ("participant_id", "display_name", "start", "end", "text")}
+            for e in json.loads(transcript.read_text("utf-8")).get("entries", [])
+        ]
     recording = meta.get("recording", {}).get("files", {})
     summary.duration_s = float(recording.get("seconds") or 0.0)
     summary.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
@@ -239,11 +247,14 @@ async def _drive(sandbox: SandboxProcess, bot: BotProcess, scenario: Path, conso
 
 
 def _complete(folder: Path) -> bool:
+    """The bot finished the call's files, and its transcript if it has speech to transcribe."""
     call_json = folder / "call.json"
-    return call_json.is_file() and bool(json.loads(call_json.read_text("utf-8")).get("complete"))
+    if not (call_json.is_file() and json.loads(call_json.read_text("utf-8")).get("complete")):
+        return False
+    return not _jsonl(folder / "segments.jsonl") or (folder / "transcript.vtt").is_file()
 
 
-async def _wait_for_files(folder: Path, seconds: float = 30.0) -> None:
+async def _wait_for_files(folder: Path, seconds: float = 120.0) -> None:
     """The bot finishes a call's files after the call ended: wait for ``call.json`` to say so."""
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(seconds):
@@ -315,6 +326,10 @@ def _print(console: Console, summary: CallSummary) -> None:
             str(person["file"]),
         )
     console.print(table)
+    for line in summary.transcript[:8]:
+        minutes, seconds = divmod(float(line["start"]), 60)
+        who = line["display_name"] or line["participant_id"] or "?"
+        console.print(f"  {int(minutes):02d}:{seconds:04.1f}  [bold]{who}[/bold]: {line['text']}", highlight=False)
     console.print(f"files under {summary.folder}: " + ", ".join(summary.files))
     for failure in summary.failures:
         console.print(f"[red]problem:[/red] {failure}")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -52,3 +55,21 @@ def test_a_user_error_is_one_line_and_a_hint_not_a_traceback(tmp_path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "error:" in result.stderr and "hint:" in result.stderr
+
+
+def test_transcribe_a_wav_prints_what_was_said(tmp_path: Path) -> None:
+    wav = tmp_path / "austen.wav"
+    shutil.copy(Path(__file__).parent / "fixtures" / "speech" / "austen_0930.wav", wav)
+    done = subprocess.run(
+        [sys.executable, "-m", "mediabot", "transcribe", str(wav), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "MEDIABOT_TRANSCRIBER": "pocketsphinx"},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    entries = json.loads(done.stdout.strip().splitlines()[-1])
+    said = " ".join(e["text"] for e in entries).split()
+    assert len({"might", "even", "have", "been", "made", "amiable", "himself"} & set(said)) >= 4, said
+    assert (tmp_path / "austen.transcript.vtt").read_text().startswith("WEBVTT")

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from mediabot import __version__
 from mediabot._errors import ConfigError
@@ -25,6 +27,7 @@ from mediabot.media.engine import MediaEngine
 from mediabot.media.session import MediaOptions
 from mediabot.media.vad import SegmenterParams
 from mediabot.service.routes import calling, notifications, v1, whip
+from mediabot.service.transcription import Recordings
 
 __all__ = ["call_config", "create_app", "media_options"]
 
@@ -107,6 +110,9 @@ def create_app(
         if engine is not None:
             await engine.start()
         manager = CallManager(graph, the_bot, config, clock=clock, media=provider)
+        recordings = Recordings(settings, engine, manager) if engine is not None else None
+        if recordings is not None:
+            await recordings.start()
         keeper: SubscriptionKeeper | None = None
         if settings.subscribe_call_records:
             keeper = SubscriptionKeeper(
@@ -122,6 +128,7 @@ def create_app(
         app.state.bot = the_bot
         app.state.keeper = keeper
         app.state.media = engine
+        app.state.recordings = recordings
         app.state.call_records = deque[CallRecord](maxlen=CALL_RECORDS_KEPT)
         await manager.start()
         # Graph validates the webhook URL while we subscribe, so subscribing must not hold up the startup.
@@ -138,6 +145,8 @@ def create_app(
             await manager.stop()
             if engine is not None:
                 await engine.stop()
+            if recordings is not None:
+                await recordings.stop()
             await authenticator.aclose()
             if key_client is not None:
                 await key_client.aclose()
@@ -153,6 +162,11 @@ def create_app(
     app.include_router(notifications.router)
     app.include_router(v1.router)
     app.include_router(whip.router)
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        """Prometheus metrics of this process (transcription backlog, ...)."""
+        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def health() -> dict[str, str]:

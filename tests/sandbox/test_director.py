@@ -94,7 +94,9 @@ def test_incoming_scenario_is_answered_recorded_and_hears_the_prompt(
     sandbox: SandboxServer, tmp_path: Path, prompt_dir: Path
 ) -> None:
     bot = Announcer()
-    service = ServiceServer(sandbox, bot=bot, prompt_dir=prompt_dir, output_dir=tmp_path / "out").start()
+    service = ServiceServer(
+        sandbox, bot=bot, prompt_dir=prompt_dir, output_dir=tmp_path / "out", transcriber="none"
+    ).start()
     bot.manager = service.manager
     try:
         run = start(sandbox, scenario(tmp_path, "incoming", duration=5.0), service)
@@ -125,7 +127,7 @@ def test_incoming_scenario_is_answered_recorded_and_hears_the_prompt(
 
 
 def test_outgoing_scenario_waits_for_the_bots_call(sandbox: SandboxServer, tmp_path: Path) -> None:
-    service = ServiceServer(sandbox, output_dir=tmp_path / "out").start()
+    service = ServiceServer(sandbox, output_dir=tmp_path / "out", transcriber="none").start()
     try:
         run = start(sandbox, scenario(tmp_path, "outgoing"), service)
         assert run["status"] == "armed" and run["call_id"] is None
@@ -139,7 +141,7 @@ def test_outgoing_scenario_waits_for_the_bots_call(sandbox: SandboxServer, tmp_p
 
 
 def test_mixed_media_arrives_as_one_stream_on_main(sandbox: SandboxServer, tmp_path: Path) -> None:
-    service = ServiceServer(sandbox, output_dir=tmp_path / "out", media_receive="mixed").start()
+    service = ServiceServer(sandbox, output_dir=tmp_path / "out", media_receive="mixed", transcriber="none").start()
     try:
         run = start(sandbox, scenario(tmp_path, "incoming", media="mixed"), service)
         run, folder = finished(service, sandbox, run)
@@ -153,7 +155,7 @@ def test_mixed_media_arrives_as_one_stream_on_main(sandbox: SandboxServer, tmp_p
 
 @pytest.mark.parametrize("teams_accepts", [True, False])
 def test_compliance_recording_follows_the_gate(sandbox: SandboxServer, tmp_path: Path, teams_accepts: bool) -> None:
-    service = ServiceServer(sandbox, output_dir=tmp_path / "out", compliance_recording=True).start()
+    service = ServiceServer(sandbox, output_dir=tmp_path / "out", compliance_recording=True, transcriber="none").start()
     try:
         if not teams_accepts:
             sandbox.inject_fault("POST", "/v1.0/communications/calls/*/updateRecordingStatus", 403, match="glob")

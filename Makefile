@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mediabot demo
+	$(BIN)/mediabot demo --scenario mediabot/sandbox/scenarios/demo.yaml --out recordings
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

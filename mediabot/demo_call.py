@@ -331,5 +331,6 @@ def _print(console: Console, summary: CallSummary) -> None:
         who = line["display_name"] or line["participant_id"] or "?"
         console.print(f"  {int(minutes):02d}:{seconds:04.1f}  [bold]{who}[/bold]: {line['text']}", highlight=False)
     console.print(f"files under {summary.folder}: " + ", ".join(summary.files))
+    console.print(f"search what was said: mediabot recordings search WORDS --out {summary.folder.parent}")
     for failure in summary.failures:
         console.print(f"[red]problem:[/red] {failure}")

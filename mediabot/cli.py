@@ -174,21 +174,11 @@ def transcribe(
 
     from mediabot.config import Settings
     from mediabot.transcribe.batch import transcribe_call, transcribe_wav
-    from mediabot.transcribe.factory import create_transcriber
+    from mediabot.transcribe.factory import transcriber_from_settings
 
     settings = Settings()
     backend = "pocketsphinx" if settings.transcriber == "none" else settings.transcriber
-    transcriber = create_transcriber(
-        backend,
-        workers=settings.transcriber_workers,
-        hmm=settings.sphinx_hmm,
-        lm=settings.sphinx_lm,
-        dictionary=settings.sphinx_dict,
-        base_url=settings.openai_base_url,
-        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
-        model=settings.openai_model,
-        language=settings.transcription_language,
-    )
+    transcriber = transcriber_from_settings(settings, backend)
     if transcriber is None:
         raise ConfigError("no transcription backend is configured")
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

@@ -15,7 +15,7 @@ from mediabot.media.engine import MediaEngine
 from mediabot.media.session import MediaSession, SpeechEvent
 from mediabot.store.index import INDEX_FILE, RecordingsIndex
 from mediabot.transcribe.base import TranscriberUnavailable, TranscriptEntry
-from mediabot.transcribe.factory import create_transcriber
+from mediabot.transcribe.factory import transcriber_from_settings
 from mediabot.transcribe.live import LiveTranscription, PendingSegment
 
 __all__ = ["INDEX_FILE", "Recordings"]
@@ -40,17 +40,7 @@ class Recordings:
         self.index = await asyncio.to_thread(self._open_index)
         if self._settings.transcriber != "none":
             try:
-                transcriber = create_transcriber(
-                    self._settings.transcriber,
-                    workers=self._settings.transcriber_workers,
-                    hmm=self._settings.sphinx_hmm,
-                    lm=self._settings.sphinx_lm,
-                    dictionary=self._settings.sphinx_dict,
-                    base_url=self._settings.openai_base_url,
-                    api_key=self._settings.openai_api_key.get_secret_value() if self._settings.openai_api_key else None,
-                    model=self._settings.openai_model,
-                    language=self._settings.transcription_language,
-                )
+                transcriber = transcriber_from_settings(self._settings)
             except (TranscriberUnavailable, ValueError) as exc:
                 raise ConfigError(f"transcription cannot start: {exc}") from exc
             if transcriber is not None:

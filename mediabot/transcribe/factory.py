@@ -11,9 +11,12 @@ import importlib
 from pathlib import Path
 from typing import Any, Literal
 
+from mediabot.config import Settings
 from mediabot.transcribe.base import Transcriber, TranscriberUnavailable
 
-__all__ = ["SPHINX_INSTALL_HINT", "create_transcriber"]
+__all__ = ["SPHINX_INSTALL_HINT", "Backend", "create_transcriber", "transcriber_from_settings"]
+
+Backend = Literal["pocketsphinx", "openai", "none"]
 
 SPHINX_INSTALL_HINT = "pip install pocketsphinx"
 
@@ -21,7 +24,7 @@ _SPHINX_OPTIONS = frozenset({"hmm", "lm", "dictionary", "workers"})
 _OPENAI_OPTIONS = frozenset({"base_url", "api_key", "model", "language", "timeout", "verify", "client"})
 
 
-def create_transcriber(backend: Literal["pocketsphinx", "openai", "none"], **options: Any) -> Transcriber | None:
+def create_transcriber(backend: Backend, **options: Any) -> Transcriber | None:
     """A new transcriber for ``backend`` (``None`` for ``"none"``); the caller owns it and must ``aclose()`` it.
 
     :class:`TranscriberUnavailable` if the backend's package is missing, :class:`ValueError` for a missing or bad
@@ -59,3 +62,18 @@ def create_transcriber(backend: Literal["pocketsphinx", "openai", "none"], **opt
 
 def _given(options: dict[str, Any], names: frozenset[str]) -> dict[str, Any]:
     return {key: value for key, value in options.items() if key in names and value is not None}
+
+
+def transcriber_from_settings(settings: Settings, backend: Backend | None = None) -> Transcriber | None:
+    """The transcriber the settings configure (``backend`` overrides ``MEDIABOT_TRANSCRIBER``)."""
+    return create_transcriber(
+        backend or settings.transcriber,
+        workers=settings.transcriber_workers,
+        hmm=settings.sphinx_hmm,
+        lm=settings.sphinx_lm,
+        dictionary=settings.sphinx_dict,
+        base_url=settings.openai_base_url,
+        api_key=settings.openai_api_key.get_secret_value() if settings.openai_api_key else None,
+        model=settings.openai_model,
+        language=settings.transcription_language,
+    )

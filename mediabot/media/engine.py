@@ -159,11 +159,7 @@ class MediaEngine:
 
     def bind(self, media_config: dict[str, Any], call_id: str) -> None:
         """An outgoing call got its id: the session opened for ``media_config`` now belongs to it."""
-        blob = MediaConfigBlob.from_media_config(media_config)
-        if blob is None:
-            return
-        session_id = blob.endpoint.rstrip("/").rpartition("/")[2]
-        session = self._sessions.get(session_id)
+        session = self._session_of(media_config)
         if session is None or session.call_id == call_id:
             return
         session.call_id = call_id
@@ -171,10 +167,14 @@ class MediaEngine:
 
     async def discard(self, media_config: dict[str, Any]) -> None:
         """Creating the call failed: close the session opened for it."""
-        blob = MediaConfigBlob.from_media_config(media_config)
-        session = self._sessions.get(blob.endpoint.rstrip("/").rpartition("/")[2]) if blob else None
+        session = self._session_of(media_config)
         if session is not None and session.call_id is None:
             await self._close(session)
+
+    def _session_of(self, media_config: dict[str, Any]) -> MediaSession | None:
+        """The session whose WHIP endpoint the config's blob names (its last path segment is the session id)."""
+        blob = MediaConfigBlob.from_media_config(media_config)
+        return self._sessions.get(blob.endpoint.rstrip("/").rpartition("/")[2]) if blob else None
 
     def roster_changed(self, call_id: str, entries: list[RosterEntry]) -> None:
         """The call's roster changed (full roster)."""

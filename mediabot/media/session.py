@@ -348,6 +348,9 @@ class MediaSession:
         """Record a call event (state change, roster change, tone, prompt) at the current time."""
         if self._gate is False or self._closed:
             return
+        self._note(kind, data)
+
+    def _note(self, kind: str, data: dict[str, Any]) -> None:
         self._pending_events.append((self.clock.now(), {"type": kind, **data}))
         if self._gate and self.clock.origin is not None:
             self._flush_events()
@@ -531,11 +534,9 @@ class MediaSession:
                 await self._tick
         summary: dict[str, Any] = {"segments": self.segments, "tones": [t.digit for t in self.tones]}
         if self._gate:
-            self._closed = False  # let the last events through
-            self.event("media_ended")
+            self._note("media_ended", {})
             if self._pending_events:
                 self._flush_events()
-            self._closed = True
             recording = await self._recording().close(end)
             summary["files"] = recording.to_json()
             self._write_metadata(final=True, summary=summary)

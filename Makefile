@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/mediabot demo --scenario mediabot/sandbox/scenarios/demo.yaml --out recordings
+	$(BIN)/mediabot demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

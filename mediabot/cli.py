@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,12 +12,15 @@ from rich.console import Console
 
 from mediabot import __version__
 from mediabot._errors import ConfigError, MediaBotError
+from mediabot.logs import LogFormat, configure_logging, env_log_format, env_log_level
 
 __all__ = ["app", "main"]
 
 app = typer.Typer(
     name="mediabot",
-    help="An open bot worker for Microsoft Graph cloud communications, with a local sandbox of Graph and Entra.",
+    help="An open bot worker for Microsoft Graph cloud communications: it answers and places calls, records and "
+    "transcribes them over an open WebRTC (WHIP) media plane; with a local sandbox of Entra, Graph and the calling "
+    "platform. Start with `mediabot demo`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -43,18 +45,25 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at DEBUG level on stderr.")] = False,
+    log_format: Annotated[
+        LogFormat | None,
+        typer.Option(
+            "--log-format", help="Log lines as text or JSON objects (default: $MEDIABOT_LOG_FORMAT, else text)."
+        ),
+    ] = None,
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    # Only the two variables, not Settings(): an unrelated bad setting must not stop every command here.
+    configure_logging(
+        "DEBUG" if verbose else env_log_level(),
+        log_format if log_format is not None else env_log_format(),
     )
-    # httpx logs every request at INFO; that is our own transport's business to report.
-    logging.getLogger("httpx").setLevel(logging.DEBUG if verbose else logging.WARNING)
+    # `serve` reads the full settings (.env included) and applies their logging unless the command line chose.
+    ctx.obj = {"log_chosen": verbose or log_format is not None}
 
 
 @app.command()
@@ -81,15 +90,17 @@ def sandbox(
 
 @app.command()
 def serve(
+    ctx: typer.Context,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     ssl_certfile: Annotated[Path | None, typer.Option(help="PEM certificate, to serve HTTPS directly.")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="PEM private key of --ssl-certfile.")] = None,
 ) -> None:
-    """Run the bot: Graph's call notifications at /api/calling, webhooks at /api/notifications, the API at /v1.
+    """Run the bot: Graph's call notifications at /api/calling, the API at /v1, the web console at /console.
 
-    Configured by MEDIABOT_* settings (environment or .env); the output of `mediabot sandbox` works as is,
-    plus MEDIABOT_PUBLIC_URL (where Graph reaches this instance) and MEDIABOT_API_KEY (for /v1).
+    Also: webhooks at /api/notifications, WHIP media at /media/whip, browser join at /join, Prometheus metrics at
+    /metrics. Configured by MEDIABOT_* settings (environment or .env); the output of `mediabot sandbox` works as
+    is, plus MEDIABOT_PUBLIC_URL (where Graph reaches this instance) and MEDIABOT_API_KEY (for /v1 and the console).
     """
     import socket
 
@@ -103,6 +114,8 @@ def serve(
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+    if not (ctx.obj or {}).get("log_chosen"):
+        configure_logging(settings.log_level, settings.log_format)
     application = create_app(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -123,35 +136,42 @@ def serve(
 @app.command()
 def demo(
     json_output: Annotated[
-        bool, typer.Option("--json", help="Print a machine-readable summary as the last line.")
+        bool, typer.Option("--json", help="Print a machine-readable summary as the last line of stdout.")
     ] = False,
     scenario: Annotated[
         Path | None,
         typer.Option(
-            help="Run this scenario file (YAML/JSON): sandbox and bot as two processes, one scripted call with "
-            "media, until the call ends.",
+            help="The scenario file (YAML/JSON) to play: participants, their audio, joins, digits, network. "
+            "Default: the bundled meeting of three.",
             exists=True,
             dir_okay=False,
         ),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Where the bot writes the call's recordings (with --scenario).")] = Path(
-        "recordings"
-    ),
+    out: Annotated[Path, typer.Option(help="Where the bot writes the call's recordings.")] = Path("recordings"),
+    graph_only: Annotated[
+        bool,
+        typer.Option(
+            "--graph-only", help="Instead: the signaling smoke flow through the Graph client only (no media, no bot)."
+        ),
+    ] = False,
 ) -> None:
-    """Run the sandbox in its own process and drive a call through it.
+    """Run a scripted call end to end: the sandbox and the bot as two processes, talking HTTPS and WebRTC.
 
-    Without --scenario: a signaling smoke flow through mediabot's Graph client. With --scenario FILE: the sandbox
-    and `mediabot serve` as two processes, the scenario's participants played into the bot over WHIP, and a
-    summary of what the bot recorded under --out (participants, speech segments, tones, files).
+    The sandbox plays the scenario's participants into the bot over WHIP; a live display shows the call's state
+    and who is speaking; then a summary of what the bot wrote under --out: participants, speaking time, segments,
+    transcript, tones, files, the speech timeline picture, join time and packet-to-speech-start latency.
+    Exits non-zero if anything failed.
     """
-    if scenario is not None:
-        from mediabot.demo_call import run_call_demo
-
-        ok = asyncio.run(run_call_demo(scenario.resolve(), out.resolve(), json_output=json_output))
-    else:
+    if graph_only:
         from mediabot.demo import run_demo
 
         ok = asyncio.run(run_demo(json_output=json_output))
+    else:
+        from mediabot.demo_call import run_call_demo
+        from mediabot.sandbox import BUNDLED_SCENARIO
+
+        script = (scenario or BUNDLED_SCENARIO).resolve()
+        ok = asyncio.run(run_call_demo(script, out.resolve(), json_output=json_output))
     if not ok:
         raise typer.Exit(1)
 

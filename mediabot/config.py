@@ -9,6 +9,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mediabot.logs import LogFormat, LogLevel
+
 __all__ = ["Settings"]
 
 PUBLIC_AUTHORITY_HOST = "https://login.microsoftonline.com"
@@ -126,6 +128,10 @@ class Settings(BaseSettings):
     openai_model: str = Field(default="whisper-1", description="Model name sent to that server.")
     prompt_dir: Path = Field(
         default=Path("prompts"), description="Folder whose WAV files app-hosted playPrompt may play (plus https URLs)."
+    )
+    log_level: LogLevel = Field(default="INFO", description="Least severe log level written (-v: DEBUG).")
+    log_format: LogFormat = Field(
+        default="text", description="Log lines as text, or as JSON objects (one per line, with call/participant ids)."
     )
 
     @model_validator(mode="after")

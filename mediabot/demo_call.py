@@ -3,15 +3,18 @@
 The sandbox (Entra, Graph, the calling platform and its media relay) and ``mediabot serve`` run as separate child
 processes that talk only over HTTPS and WebRTC, as with the real cloud. The scenario is started in the sandbox; the
 bot answers (incoming), joins the meeting (meeting) or dials the first participant (outgoing) through its own ``/v1``
-API; the relay plays the participants into the bot's WHIP endpoint until the scenario's duration ends the call. The
-demo then reads what the bot wrote under ``--out`` and prints a summary: participants, speaking time, segments,
-tones, files. It fails (non-zero exit) if the call, the relay or the recording did not work.
+API; the relay plays the participants into the bot's WHIP endpoint until the scenario's duration ends the call. While
+it runs, a live display (from the bot's ``/v1/live``) shows the call's state, who is speaking and the segments so far.
+The demo then reads what the bot wrote under ``--out`` and prints a summary: participants, speaking time, segments,
+transcript, tones, files, the bot's join time and the packet → speech-start latency (p50/p99). It fails (non-zero
+exit) if the call, the relay or the recording did not work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import secrets
@@ -25,8 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.console import Console
+import numpy as np
+from rich.console import Console, Group
+from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from mediabot._errors import MediaBotError
 from mediabot.demo import SandboxProcess
@@ -36,6 +42,7 @@ __all__ = ["CallSummary", "run_call_demo", "summarize_call"]
 
 BOT_START_TIMEOUT_S = 60.0
 CALL_GRACE_S = 60.0
+PROGRESS_INTERVAL_S = 0.25
 
 
 @dataclass
@@ -50,6 +57,9 @@ class CallSummary:
     transcript: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     duration_s: float = 0.0
+    join_s: float | None = None
+    latency_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    timeline: str | None = None
     failures: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
@@ -59,6 +69,9 @@ class CallSummary:
             "call_id": self.call_id,
             "folder": str(self.folder),
             "duration_s": round(self.duration_s, 3),
+            "join_s": self.join_s,
+            "latency_ms": self.latency_ms,
+            "timeline": self.timeline,
             "participants": self.participants,
             "files": self.files,
             "segments": self.segments,
@@ -93,12 +106,23 @@ def summarize_call(folder: Path) -> CallSummary:
     recording = meta.get("recording", {}).get("files", {})
     summary.duration_s = float(recording.get("seconds") or 0.0)
     summary.files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    summary.latency_ms = {
+        name: percentiles([float(s[key]) for s in summary.segments if s.get(key) is not None])
+        for name, key in (("speech_start", "latency_ms"), ("pipeline", "pipeline_ms"))
+    }
+    if (folder / "timeline.png").is_file():
+        summary.timeline = "timeline.png"
+    joined = {}
+    for event in events:
+        if event.get("type") == "participant_joined" and event.get("participant_id") not in joined:
+            joined[event.get("participant_id")] = max(float(event.get("t") or 0.0), 0.0)
     for person in meta.get("participants", []):
         mine = [s for s in summary.segments if s.get("participant_id") == person["id"]]
         summary.participants.append(
             {
                 "id": person["id"],
                 "display_name": person.get("display_name"),
+                "joined_at": joined.get(person["id"]),
                 "file": person.get("file"),
                 "segments": len(mine),
                 "speaking_s": round(sum(float(s["duration"]) for s in mine), 2),
@@ -110,6 +134,14 @@ def summarize_call(folder: Path) -> CallSummary:
     if not (folder / "audio" / "mixed.wav").is_file():
         summary.failures.append("no mixed recording")
     return summary
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    """``{"n", "p50", "p99"}`` of ``values`` (empty when there are none)."""
+    if not values:
+        return {}
+    p50, p99 = np.percentile(np.asarray(values), [50, 99])
+    return {"n": len(values), "p50": round(float(p50), 1), "p99": round(float(p99), 1)}
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
@@ -214,8 +246,100 @@ class BotProcess:
                 await self._proc.wait()
 
 
-async def _drive(sandbox: SandboxProcess, bot: BotProcess, scenario: Path, console: Console) -> str:
-    """Start the scenario and the bot's side of the call; wait until the call ended. The call id."""
+class LiveProgress:
+    """What the call is doing, from the bot's ``/v1/live``: a live table on a terminal, change lines otherwise."""
+
+    def __init__(self, console: Console, title: str) -> None:
+        self._console = console
+        self._title = title
+        self._live: Live | None = None
+        self._seen: dict[str, Any] = {"state": None, "speaking": set(), "tones": "", "lines": 0}
+
+    def __enter__(self) -> LiveProgress:
+        if self._console.is_terminal:
+            self._live = Live(Text(f"{self._title}: waiting for the call"), console=self._console, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def update(self, call: dict[str, Any]) -> None:
+        """Show the call's latest snapshot (an ended call's media is shown as it last was)."""
+        if call.get("media") is None:
+            call = {**call, "media": self._seen.get("media")}
+        self._seen["media"] = call.get("media")
+        if self._live is not None:
+            self._live.update(self._render(call))
+        else:
+            self._print_changes(call)
+
+    @staticmethod
+    def _people(call: dict[str, Any]) -> list[dict[str, Any]]:
+        media = call.get("media") or {}
+        return [s for s in media.get("sources", []) if s.get("source_id") != "main" or s.get("frames_received")]
+
+    def _render(self, call: dict[str, Any]) -> Group:
+        media = call.get("media") or {}
+        table = Table(box=None, pad_edge=False)
+        for column in ("participant", "", "level", "segments", "speaking"):
+            table.add_column(column)
+        for source in self._people(call):
+            level = max(0, min(20, int((float(source.get("level_dbfs", -100)) + 70) / 3)))
+            table.add_row(
+                str(source.get("display_name") or f"source {source['source_id']}"),
+                "[bold green]● speaking[/]" if source.get("speaking") else "[dim]○[/]",
+                "[green]" + "█" * level + "[/]" + "·" * (20 - level),
+                str(source.get("segments", 0)),
+                f"{float(source.get('speaking_s', 0)):.1f} s",
+            )
+        head = Text.assemble(
+            (f"{self._title} ", "bold"),
+            (f"{call.get('state')}", "cyan"),
+            f" · {float(media.get('position_s', 0)):.1f} s · {media.get('segments', 0)} segments",
+            f" · tones {media.get('tones')}" if media.get("tones") else "",
+        )
+        parts: list[Any] = [head, table]
+        transcript = call.get("transcript") or []
+        if transcript:
+            last = transcript[-1]
+            parts.append(Text(f"{last.get('display_name') or '?'}: {last.get('text')}", style="italic"))
+        return Group(*parts)
+
+    def _print_changes(self, call: dict[str, Any]) -> None:
+        seen = self._seen
+        out = self._console
+        if call.get("state") != seen["state"]:
+            seen["state"] = call.get("state")
+            out.print(f"  call {seen['state']}", highlight=False)
+        for source in self._people(call):
+            name = source.get("display_name") or f"source {source['source_id']}"
+            if source.get("speaking") and name not in seen["speaking"]:
+                out.print(f"  {name} speaking (segment {int(source.get('segments', 0)) + 1})", highlight=False)
+                seen["speaking"].add(name)
+            elif not source.get("speaking"):
+                seen["speaking"].discard(name)
+        tones = (call.get("media") or {}).get("tones") or ""
+        if tones and tones != seen["tones"]:
+            out.print(f"  tones heard: {tones}", highlight=False)
+            seen["tones"] = tones
+        transcript = call.get("transcript") or []
+        for line in transcript[seen["lines"] :]:
+            out.print(f"  {line.get('display_name') or '?'}: {line.get('text')}", highlight=False)
+        seen["lines"] = max(seen["lines"], len(transcript))
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return round((dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds(), 3)
+
+
+async def _drive(
+    sandbox: SandboxProcess, bot: BotProcess, scenario: Path, console: Console
+) -> tuple[str, float | None]:
+    """Start the scenario and the bot's side of the call; show its progress until it ended. (call id, join time)."""
     run = await sandbox.admin(
         "POST", "/scenarios", {"path": str(scenario), "callback_uri": f"{bot.base_url}/api/calling"}
     )
@@ -230,26 +354,33 @@ async def _drive(sandbox: SandboxProcess, bot: BotProcess, scenario: Path, conso
         console.print(f"scenario [bold]{run['name']}[/bold] ({kind}, {run['duration']:g} s) started")
         deadline = time.monotonic() + float(run["duration"]) + CALL_GRACE_S
         call_id: str | None = None
-        while True:
-            run = await sandbox.admin("GET", f"/scenarios/{run['id']}")
-            call_id = run.get("call_id") or call_id
-            if run["status"] == "failed":
-                raise MediaBotError(f"the scenario failed: {run['error']}")
-            if call_id is not None:
-                response = await http.get(f"/v1/calls/{call_id}")
-                if response.status_code == 200 and response.json().get("state") == "terminated":
-                    return call_id
-            if not bot.alive:
-                raise MediaBotError(f"the bot exited during the call; see {bot.log_path}")
-            if time.monotonic() > deadline:
-                raise MediaBotError(f"the call did not end within {run['duration']:g} s + {CALL_GRACE_S:.0f} s")
-            await asyncio.sleep(0.5)
+        with LiveProgress(console, run["name"]) as progress:
+            while True:
+                run = await sandbox.admin("GET", f"/scenarios/{run['id']}")
+                call_id = run.get("call_id") or call_id
+                if run["status"] == "failed":
+                    raise MediaBotError(f"the scenario failed: {run['error']}")
+                if call_id is not None:
+                    response = await http.get("/v1/live")
+                    response.raise_for_status()
+                    call = next((c for c in response.json()["calls"] if c["id"] == call_id), None)
+                    if call is not None:
+                        progress.update(call)
+                        if call["state"] == "terminated":
+                            return call_id, _seconds_between(call.get("created"), call.get("established"))
+                if not bot.alive:
+                    raise MediaBotError(f"the bot exited during the call; see {bot.log_path}")
+                if time.monotonic() > deadline:
+                    raise MediaBotError(f"the call did not end within {run['duration']:g} s + {CALL_GRACE_S:.0f} s")
+                await asyncio.sleep(PROGRESS_INTERVAL_S)
 
 
 def _complete(folder: Path) -> bool:
-    """The bot finished the call's files, and its transcript if it has speech to transcribe."""
+    """The bot finished the call's files, its timeline picture, and its transcript if it has speech."""
     call_json = folder / "call.json"
     if not (call_json.is_file() and json.loads(call_json.read_text("utf-8")).get("complete")):
+        return False
+    if not (folder / "timeline.png").is_file():
         return False
     return not _jsonl(folder / "segments.jsonl") or (folder / "transcript.vtt").is_file()
 
@@ -286,9 +417,10 @@ async def run_call_demo(scenario: Path, out: Path, *, json_output: bool = False)
             bot = BotProcess(sandbox, out, state, extra)
             await bot.start()
             console.print(f"sandbox {sandbox.env['MEDIABOT_SANDBOX_URL']} · bot {bot.base_url} · output {out}")
-            call_id = await _drive(sandbox, bot, scenario, console)
+            call_id, join_s = await _drive(sandbox, bot, scenario, console)
             await _wait_for_files(out / call_id)
             summary = await asyncio.to_thread(summarize_call, out / call_id)
+            summary.join_s = join_s
         except (MediaBotError, httpx.HTTPError, OSError) as exc:
             failure = str(exc)
         finally:
@@ -315,22 +447,38 @@ async def run_call_demo(scenario: Path, out: Path, *, json_output: bool = False)
 
 def _print(console: Console, summary: CallSummary) -> None:
     table = Table(title=f"call {summary.call_id} ({summary.duration_s:.1f} s on the call timeline)")
-    for column in ("participant", "speaking", "segments", "tones", "recording"):
+    for column in ("participant", "joined", "speaking", "segments", "tones", "recording"):
         table.add_column(column)
     for person in summary.participants:
+        joined = person.get("joined_at")
         table.add_row(
             str(person["display_name"] or person["id"]),
+            f"{joined:.1f} s" if joined is not None else "-",
             f"{person['speaking_s']:.1f} s",
             str(person["segments"]),
             person["tones"] or "-",
             str(person["file"]),
         )
     console.print(table)
+    timing = []
+    if summary.join_s is not None:
+        timing.append(f"the bot joined in {summary.join_s * 1000:.0f} ms")
+    start = summary.latency_ms.get("speech_start")
+    if start:
+        pipeline = summary.latency_ms.get("pipeline") or {}
+        timing.append(
+            f"packet → speech start: p50 {start['p50']:.0f} ms, p99 {start['p99']:.0f} ms ({start['n']} starts); "
+            f"after the VAD's start window: p50 {pipeline.get('p50', 0):.0f} ms, p99 {pipeline.get('p99', 0):.0f} ms"
+        )
+    for note in timing:
+        console.print(note, highlight=False)
     for line in summary.transcript[:8]:
         minutes, seconds = divmod(float(line["start"]), 60)
         who = line["display_name"] or line["participant_id"] or "?"
         console.print(f"  {int(minutes):02d}:{seconds:04.1f}  [bold]{who}[/bold]: {line['text']}", highlight=False)
     console.print(f"files under {summary.folder}: " + ", ".join(summary.files))
+    if summary.timeline:
+        console.print(f"speech timeline: {summary.folder / summary.timeline}")
     console.print(f"search what was said: mediabot recordings search WORDS --out {summary.folder.parent}")
     for failure in summary.failures:
         console.print(f"[red]problem:[/red] {failure}")

@@ -26,9 +26,9 @@ def test_version_and_help_describe_every_command() -> None:
     assert "--state-dir" in sandbox_help and "MEDIABOT_" in sandbox_help
 
 
-def test_the_demo_runs_the_sandbox_in_its_own_process_and_every_step_passes() -> None:
+def test_the_graph_only_demo_runs_the_sandbox_in_its_own_process_and_every_step_passes() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "mediabot", "demo", "--json"],
+        [sys.executable, "-m", "mediabot", "demo", "--graph-only", "--json"],
         capture_output=True,
         text=True,
         timeout=300,

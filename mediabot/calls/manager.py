@@ -53,6 +53,7 @@ from mediabot.graph.notifications import (
     RosterUpdated,
     ToneReceived,
 )
+from mediabot.logs import context_with_ids, log_context
 from mediabot.media.session import SpeechEvent, ToneEvent
 from mediabot.transcribe.base import TranscriptEntry
 
@@ -147,7 +148,9 @@ class CallManager:
             results = await asyncio.gather(*(self.hang_up(call_id) for call_id in live), return_exceptions=True)
             for call_id, result in zip(live, results, strict=True):
                 if isinstance(result, BaseException):
-                    logger.warning("call %s: hang-up at shutdown failed: %s", call_id, result)
+                    logger.warning(
+                        "call %s: hang-up at shutdown failed: %s", call_id, result, extra={"call_id": call_id}
+                    )
         self._running = False
         tasks = [task for timers in self._timers.values() for task in timers] + list(self._tasks)
         for task in tasks:
@@ -196,10 +199,12 @@ class CallManager:
             call = self._calls.get(event.call_id)
             if call is not None:
                 call.last_heard = now
-            try:
-                self._apply(event)
-            except Exception:
-                logger.exception("call %s: could not apply a %s notification", event.call_id, type(event).__name__)
+            # Everything logged while applying it (and every task it starts) is about this call.
+            with log_context(call_id=event.call_id or None):
+                try:
+                    self._apply(event)
+                except Exception:
+                    logger.exception("call %s: could not apply a %s notification", event.call_id, type(event).__name__)
 
     def _apply(self, event: CommsEvent) -> None:
         if isinstance(event, CallTerminated):
@@ -226,7 +231,7 @@ class CallManager:
             self._merge(call, event.call)
             if phase is CallPhase.INCOMING:
                 logger.info("call %s: incoming from %s", call.id, call.caller_ids())
-                self._spawn(self._take_incoming(call), f"answer {call.id}")
+                self._spawn(self._take_incoming(call), f"answer {call.id}", call.id)
             else:
                 logger.info("call %s: adopted in state %s", call.id, event.state)
         elif call.state is CallPhase.TERMINATED:
@@ -304,7 +309,7 @@ class CallManager:
         call.established_at = self._clock.now()
         self._timer(call, self._keepalive_loop(call))
         if call.compliance_recording:
-            self._spawn(self._announce_recording(call), f"recording {call.id}")
+            self._spawn(self._announce_recording(call), f"recording {call.id}", call.id)
         else:
             self._decide_gate(call, True)
         self._hook(call, "on_established", lambda: self._bot.on_established(call))
@@ -344,7 +349,7 @@ class CallManager:
         )
         if call.id in self._media_calls:
             self._media_calls.discard(call.id)
-            self._spawn(self._release_media(call.id), f"release {call.id}")
+            self._spawn(self._release_media(call.id), f"release {call.id}", call.id)
         self._hook(call, "on_terminated", lambda: self._bot.on_terminated(call))
         self._ended.append(call.id)
         while len(self._ended) > self._config.ended_calls_kept:
@@ -489,40 +494,42 @@ class CallManager:
     def _register_outgoing(self, resource: Call, media_config: dict[str, Any]) -> ManagedCall:
         if not resource.id:
             raise CallError("Graph created a call but returned no id")
-        self._media.bind(media_config, resource.id)
-        # Its first notifications may have beaten the POST's response: then the call exists already.
-        call = self._calls.get(resource.id) or self._new_call(resource.id, "outgoing", CallPhase.ESTABLISHING)
-        call.direction = "outgoing"
-        self._merge(call, resource)
-        self._media_calls.add(call.id)
-        if (phase := phase_for_graph_state(resource.state)) is not None:
-            self._move(call, phase, resource)
-        logger.info("call %s: placed (%s)", call.id, call.state)
+        with log_context(call_id=resource.id):
+            self._media.bind(media_config, resource.id)
+            # Its first notifications may have beaten the POST's response: then the call exists already.
+            call = self._calls.get(resource.id) or self._new_call(resource.id, "outgoing", CallPhase.ESTABLISHING)
+            call.direction = "outgoing"
+            self._merge(call, resource)
+            self._media_calls.add(call.id)
+            if (phase := phase_for_graph_state(resource.state)) is not None:
+                self._move(call, phase, resource)
+            logger.info("call %s: placed (%s)", call.id, call.state)
         return call
 
     # -- actions on a call -----------------------------------------------------------------------------------------
 
     async def hang_up(self, call_id: str) -> None:
         """Leave the call; in compliance mode first tell Teams the recording stopped (or failed)."""
-        call = self._require(call_id)
-        if call.state is CallPhase.TERMINATED:
-            return
-        if call.compliance_recording and call.recording_status == RecordingStatus.RECORDING:
-            status = RecordingStatus.FAILED if call.media_failed else RecordingStatus.NOT_RECORDING
+        with log_context(call_id=call_id):
+            call = self._require(call_id)
+            if call.state is CallPhase.TERMINATED:
+                return
+            if call.compliance_recording and call.recording_status == RecordingStatus.RECORDING:
+                status = RecordingStatus.FAILED if call.media_failed else RecordingStatus.NOT_RECORDING
+                try:
+                    await self._graph.update_recording_status(call.id, status, client_context=str(uuid.uuid4()))
+                    call.recording_status = status
+                except GraphNotFoundError:
+                    self._finish(call, None, "hang-up: the call was already gone (404)")
+                    return
+                except GraphError as exc:
+                    logger.warning("call %s: updateRecordingStatus(%s) at hang-up failed: %s", call.id, status, exc)
+            self._decide_gate(call, False)
+            self._move(call, CallPhase.TERMINATING)
             try:
-                await self._graph.update_recording_status(call.id, status, client_context=str(uuid.uuid4()))
-                call.recording_status = status
+                await self._graph.hang_up(call.id)
             except GraphNotFoundError:
                 self._finish(call, None, "hang-up: the call was already gone (404)")
-                return
-            except GraphError as exc:
-                logger.warning("call %s: updateRecordingStatus(%s) at hang-up failed: %s", call.id, status, exc)
-        self._decide_gate(call, False)
-        self._move(call, CallPhase.TERMINATING)
-        try:
-            await self._graph.hang_up(call.id)
-        except GraphNotFoundError:
-            self._finish(call, None, "hang-up: the call was already gone (404)")
 
     async def transfer(
         self, call_id: str, transfer_target: Mapping[str, Any], *, transferee: Mapping[str, Any] | None = None
@@ -531,18 +538,19 @@ class CallManager:
         call = self._require(call_id)
         if call.state is not CallPhase.ESTABLISHED:
             raise CallError(f"call {call_id} is {call.state}; only an established call can be transferred")
-        self._move(call, CallPhase.TRANSFERRING)
-        try:
-            await self._graph.transfer(call.id, transfer_target, transferee=transferee)
-        except GraphError:
-            self._move(call, CallPhase.ESTABLISHED)
-            raise
+        with log_context(call_id=call_id):
+            self._move(call, CallPhase.TRANSFERRING)
+            try:
+                await self._graph.transfer(call.id, transfer_target, transferee=transferee)
+            except GraphError:
+                self._move(call, CallPhase.ESTABLISHED)
+                raise
 
     def report_recording_failed(self, call_id: str) -> None:
         """The media plane failed to record: the end of the call is announced as ``failed``, not ``notRecording``."""
         call = self._require(call_id)
         call.media_failed = True
-        logger.warning("call %s: media reported a recording failure", call_id)
+        logger.warning("call %s: media reported a recording failure", call_id, extra={"call_id": call_id})
 
     async def play_prompt(self, call_id: str, uri: str) -> asyncio.Future[CommsOperation]:
         """Play the audio at ``uri``; the future resolves when playing completed or failed.
@@ -591,7 +599,7 @@ class CallManager:
             )
             self._complete(self._calls.get(call_id), done, operation_id)
 
-        self._spawn(play(), f"prompt {call_id}")
+        self._spawn(play(), f"prompt {call_id}", call_id)
         return PlayPromptOperation(id=operation_id, status=OperationStatus.RUNNING, client_context=context)
 
     # -- operations ------------------------------------------------------------------------------------------------
@@ -624,7 +632,8 @@ class CallManager:
         call.operations[context] = record
         self._by_context[context] = pending
         try:
-            operation = await start(context)
+            with log_context(call_id=call_id):  # the request's own lines (Graph client, local prompt) too
+                operation = await start(context)
         except BaseException:
             self._forget(pending)
             record.status = OperationStatus.FAILED
@@ -856,7 +865,7 @@ class CallManager:
             if call.ended_or_ending:
                 return
             due += self._config.keepalive_interval
-            self._spawn(self._keep_alive(call), f"keepAlive {call.id}")
+            self._spawn(self._keep_alive(call), f"keepAlive {call.id}", call.id)
 
     async def _keep_alive(self, call: ManagedCall) -> None:
         try:
@@ -875,7 +884,7 @@ class CallManager:
                 await self._clock.sleep(wait)
                 continue
             checked = self._clock.now()
-            self._spawn(self._reconcile(call), f"reconcile {call.id}")
+            self._spawn(self._reconcile(call), f"reconcile {call.id}", call.id)
 
     async def _reconcile(self, call: ManagedCall) -> None:
         logger.info("call %s: nothing heard for %gs; checking with Graph", call.id, self._config.reconcile_after)
@@ -895,10 +904,12 @@ class CallManager:
 
     # -- plumbing --------------------------------------------------------------------------------------------------
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str, call_id: str) -> asyncio.Task[Any]:
+        """A background task of the call; it and its failure report log with the call's id (and no other's)."""
+        context = context_with_ids(call_id=call_id, participant_id=None, session_id=None)
+        task = asyncio.get_running_loop().create_task(coro, name=name, context=context)
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
+        task.add_done_callback(self._task_done, context=context)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
@@ -908,7 +919,11 @@ class CallManager:
 
     def _timer(self, call: ManagedCall, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A long-lived task of the call (keepAlive, watchdog, operation timeout), cancelled when it ends."""
-        task = asyncio.get_running_loop().create_task(coro, name=f"timer {call.id}")
+        task = asyncio.get_running_loop().create_task(
+            coro,
+            name=f"timer {call.id}",
+            context=context_with_ids(call_id=call.id, participant_id=None, session_id=None),
+        )
         timers = self._timers.setdefault(call.id, set())
         timers.add(task)
         task.add_done_callback(timers.discard)
@@ -920,7 +935,7 @@ class CallManager:
             lane = self._lanes[call.id] = _HookLane(call.id)
         lane.queue.append((name, run))
         if lane.task is None or lane.task.done():
-            lane.task = self._spawn(self._run_lane(lane), f"hooks {call.id}")
+            lane.task = self._spawn(self._run_lane(lane), f"hooks {call.id}", call.id)
 
     async def _run_lane(self, lane: _HookLane) -> None:
         while lane.queue:

@@ -21,6 +21,7 @@ from mediabot._errors import (
     GraphThrottledError,
     GraphTransportError,
 )
+from mediabot.metrics import GRAPH_ERRORS, GRAPH_REQUEST_SECONDS
 
 __all__ = ["GraphRequester", "TokenSource", "parse_retry_after"]
 
@@ -89,9 +90,12 @@ class GraphRequester:
                 request_headers.update(headers)
             if authenticate:
                 request_headers["Authorization"] = f"Bearer {await self._tokens.get_token()}"
+            started = time.perf_counter()
             try:
                 response = await self._http.request(method, url, json=json_body, params=params, headers=request_headers)
             except httpx.TransportError as exc:
+                GRAPH_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
+                GRAPH_ERRORS.labels("transport").inc()
                 if attempt >= self._max_retries:
                     raise GraphTransportError(
                         f"{method} {url} failed after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
@@ -99,8 +103,10 @@ class GraphRequester:
                 delay = self._backoff(attempt, None)
                 logger.warning("%s %s: %s, retry %d in %.1fs", method, url, type(exc).__name__, attempt + 1, delay)
             else:
+                GRAPH_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
                 if response.status_code in expected:
                     return response
+                GRAPH_ERRORS.labels(str(response.status_code)).inc()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 if response.status_code not in RETRY_STATUSES or attempt >= self._max_retries:
                     raise _api_error(response, method, url, client_request_id, retry_after)

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from mediabot.logs import log_context
 from mediabot.media.blob import MediaConfigBlob, app_hosted_media_config
 from mediabot.media.ice import allow_loopback_candidates
 from mediabot.media.pipeline import StreamPipeline
@@ -34,6 +35,7 @@ from mediabot.media.session import (
     RosterEntry,
     SourceConnection,
     SpeechEvent,
+    StreamTotals,
 )
 from mediabot.media.whip import WhipBadOffer, WhipNotFound, WhipUnauthorized, answer_offer, check_offer
 from mediabot.store.recovery import repair_recordings
@@ -43,6 +45,7 @@ __all__ = ["MediaEngine"]
 logger = logging.getLogger(__name__)
 
 MAX_PROMPT_BYTES = 64 * 1024 * 1024
+STANDALONE_UNUSED_S = 120.0
 SOURCE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
@@ -59,6 +62,8 @@ class MediaEngine:
         self._speech_sinks: list[Callable[[MediaSession, SpeechEvent], None]] = []
         self._closed_listeners: list[Callable[[MediaSession], None]] = []
         self._started = False
+        self._retired = StreamTotals()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
 
@@ -80,6 +85,9 @@ class MediaEngine:
 
     async def stop(self) -> None:
         """Close every session (finishing their files) and stop the recorder thread."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for session in list(self._sessions.values()):
             await self._close(session)
         if self._started:
@@ -110,7 +118,7 @@ class MediaEngine:
     # -- sessions ----------------------------------------------------------------------------------------------------
 
     def open_session(self, call_id: str | None = None, *, gated: bool = False) -> MediaSession:
-        """A new media session (gated: nothing is persisted until the recording gate opens)."""
+        """A new media session for a call (gated: nothing is persisted until the recording gate opens)."""
         session = MediaSession(
             self.options, self._io, call_id=call_id, gated=gated, listener=self._listener, speech_sink=self._speech
         )
@@ -119,6 +127,30 @@ class MediaEngine:
             self._by_call[call_id] = session
         logger.info("media session %s opened for call %s", session.id, call_id)
         return session
+
+    def open_standalone(self, *, unused_timeout_s: float = STANDALONE_UNUSED_S) -> MediaSession:
+        """A recorded session with no call: it ends when its last publisher leaves, or if none came in time."""
+        session = MediaSession(self.options, self._io, standalone=True, speech_sink=self._speech)
+        self._sessions[session.id] = session
+        session.on_empty = self._standalone_empty
+        task = asyncio.get_running_loop().create_task(
+            self._expire_unused(session, unused_timeout_s), context=session.log_context()
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        logger.info("media session %s opened (standalone)", session.id)
+        return session
+
+    def _standalone_empty(self, session: MediaSession) -> None:
+        task = asyncio.get_running_loop().create_task(self._close(session), context=session.log_context())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _expire_unused(self, session: MediaSession, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+        if not session.closed and not session.connections() and session.retired.frames_received == 0:
+            logger.info("media session %s closed: no publisher came within %.0f s", session.id, timeout_s)
+            await self._close(session)
 
     def blob_for(self, session: MediaSession) -> MediaConfigBlob:
         """The media config blob that points at the session's WHIP endpoint."""
@@ -137,11 +169,30 @@ class MediaEngine:
         """The session of a call."""
         return self._by_call.get(call_id)
 
+    def stream_totals(self) -> StreamTotals:
+        """Frame and packet counters of every stream this engine has had (for ``/metrics``)."""
+        totals = StreamTotals()
+        totals.merge(self._retired)
+        for session in self._sessions.values():
+            totals.merge(session.totals())
+        return totals
+
+    async def close_session(self, session_id: str) -> dict[str, Any] | None:
+        """End a session (a standalone one: its publisher is done) and finish its files; None if there is none."""
+        session = self._sessions.get(session_id)
+        return await self._close(session) if session is not None else None
+
     async def _close(self, session: MediaSession) -> dict[str, Any]:
-        summary = await session.close()
-        self._sessions.pop(session.id, None)
+        with log_context(call_id=session.call_id, session_id=session.id):
+            return await self._finish(session)
+
+    async def _finish(self, session: MediaSession) -> dict[str, Any]:
+        if self._sessions.pop(session.id, None) is None:
+            return await session.close()  # closed, or being closed by another caller
         if session.call_id is not None and self._by_call.get(session.call_id) is session:
             del self._by_call[session.call_id]
+        summary = await session.close()
+        self._retired.merge(session.totals())
         for listener in self._closed_listeners:
             try:
                 listener(session)
@@ -257,6 +308,10 @@ class MediaEngine:
     ) -> tuple[str, str]:
         """Answer a WHIP offer: ``(answer SDP, resource id)``. Raises a :class:`~mediabot.media.whip.WhipError`."""
         session = self.authorize(session_id, authorization)
+        with log_context(call_id=session.call_id, session_id=session.id):
+            return await self._answer(session, source, body)
+
+    async def _answer(self, session: MediaSession, source: str | None, body: bytes) -> tuple[str, str]:
         source_id = source or MAIN_SOURCE
         if not source_id or len(source_id) > 128 or not set(source_id) <= SOURCE_ID_CHARS:
             raise WhipBadOffer("'source' must be a roster sourceId or 'main' (letters, digits, '-', '_', '.')")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 import secrets
@@ -27,14 +28,18 @@ import numpy.typing as npt
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.stats import RTCInboundRtpStreamStats
 from av import AudioFrame
 
-from mediabot.audio import SAMPLE_RATE
+from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
+from mediabot.audio.kernels import LEVEL_FLOOR_DBFS, level_dbfs
+from mediabot.logs import context_with_ids
 from mediabot.media.dtmf import DtmfDetector, DtmfTone
 from mediabot.media.pipeline import StreamPipeline, TimelineClock
 from mediabot.media.prompt import Prompt, PromptTrack
 from mediabot.media.recorder import CallRecorder, RecorderIO, TrackWriter
 from mediabot.media.vad import SegmenterParams, SpeechSegment, SpeechSegmenter, create_vad
+from mediabot.metrics import SPEECH_START_LATENCY, SPEECH_START_PIPELINE
 from mediabot.store.layout import CallPaths, write_json_atomic
 
 __all__ = [
@@ -52,6 +57,8 @@ logger = logging.getLogger(__name__)
 MAIN_SOURCE = "main"
 TICK_S = 0.25
 RECORDER_HOLD_S = 3.0
+RTP_POLL_TICKS = 4  # RTP receive counters are refreshed every second
+LEVEL_EVERY_FRAMES = 5  # the live level meter is refreshed every 100 ms, not every frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +127,12 @@ class MediaOptions:
 
 
 class SourceAnalysis:
-    """The sinks of one source in one object (one call per frame): recorder track, VAD segmenter, DTMF detector."""
+    """The sinks of one source in one object (one call per frame): recorder track, VAD segmenter, DTMF detector.
+
+    It also measures each speech start: from the moment the onset's audio arrived (its place on the call timeline,
+    which is anchored on the least-delayed packet) to the moment the segmenter declared speech — and the part of
+    that spent after the start window was complete (jitter buffer, decode, resampling, VAD).
+    """
 
     def __init__(self, session: MediaSession, source_id: str) -> None:
         self.session = session
@@ -130,6 +142,17 @@ class SourceAnalysis:
         self.dtmf = DtmfDetector(SAMPLE_RATE)
         self.track: TrackWriter | None = None
         self.end_position = 0
+        self.segments = 0
+        self.speech_samples = 0
+        self.level_dbfs = LEVEL_FLOOR_DBFS
+        self.start_latency: SpeechStart | None = None
+        self._onsets = 0
+        self._frames = 0
+
+    @property
+    def speaking(self) -> bool:
+        """Whether this source is in a speech segment now."""
+        return self.segmenter.speaking
 
     def on_frame(self, position: int, frame: npt.NDArray[np.int16]) -> None:
         """Record, segment and listen for tones in one 20 ms frame."""
@@ -138,24 +161,62 @@ class SourceAnalysis:
             track = self.track = self.session._open_track(self.source_id)
         if track is not None:
             track.write(position, frame)
-        segment = self.segmenter.process(position, frame)
+        segmenter = self.segmenter
+        segment = segmenter.process(position, frame)
         if segment is not None:
-            self.session._segment(self.source_id, segment)
+            self.session._segment(self.source_id, segment, self._take_latency(segment))
+        if segmenter.onsets != self._onsets:
+            self._onsets = segmenter.onsets
+            self._speech_started(segmenter.onset, position + frame.size)
         tone = self.dtmf.process(position, frame)
         if tone is not None:
             self.session._tone(self.source_id, tone)
         self.end_position = position + frame.size
+        self._frames += 1
+        if self._frames % LEVEL_EVERY_FRAMES == 0:
+            self.level_dbfs = level_dbfs(frame)
+
+    def _speech_started(self, onset: int, decided: int) -> None:
+        clock = self.session.clock
+        if clock.origin is None:
+            return
+        now = clock.now() - clock.origin
+        start = SpeechStart(onset, now - onset / SAMPLE_RATE, now - decided / SAMPLE_RATE)
+        self.start_latency = start
+        SPEECH_START_LATENCY.observe(max(start.latency_s, 0.0))
+        SPEECH_START_PIPELINE.observe(max(start.pipeline_s, 0.0))
+
+    def _take_latency(self, segment: SpeechSegment) -> SpeechStart | None:
+        """The measured start of the segment that just closed (a segment continuing after a cut has none)."""
+        start = self.start_latency
+        if start is None or not segment.start <= start.onset < segment.end:
+            return None
+        self.start_latency = None
+        return start
 
     def finish(self) -> None:
         """The source's stream ended: close what is open in the segmenter and detector."""
         segment = self.segmenter.flush(self.end_position)
         if segment is not None:
-            self.session._segment(self.source_id, segment)
+            self.session._segment(self.source_id, segment, self._take_latency(segment))
         tone = self.dtmf.flush()
         if tone is not None:
             self.session._tone(self.source_id, tone)
         if self.track is not None:
             self.track.end(self.end_position)
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStart:
+    """When speech started in a source (timeline sample of its first speech frame) and how late it was noticed.
+
+    ``latency_s``: from the onset audio's arrival to the speech start; ``pipeline_s``: from the arrival of the
+    audio that completed the start window to the speech start.
+    """
+
+    onset: int
+    latency_s: float
+    pipeline_s: float
 
 
 @dataclass
@@ -170,6 +231,45 @@ class SourceConnection:
     codec: str = ""
     task: asyncio.Task[None] | None = None
     ended: bool = False
+    packets_received: int = 0
+    packets_lost: int = 0
+    jitter_s: float = 0.0
+
+    async def poll_rtp(self) -> None:
+        """Refresh the RTP receive counters (from sequence numbers, as aiortc's receiver reports them)."""
+        report = await self.transceiver.receiver.getStats()
+        for stats in report.values():
+            if isinstance(stats, RTCInboundRtpStreamStats):
+                self.packets_received = stats.packetsReceived
+                self.packets_lost = max(stats.packetsLost, 0)
+                self.jitter_s = stats.jitter / 48000 if self.codec.lower() == "audio/opus" else stats.jitter / 8000
+
+
+@dataclass
+class StreamTotals:
+    """Frame and packet counters summed over streams (``streams``: how many are open)."""
+
+    streams: int = 0
+    frames_received: int = 0
+    packets_lost: int = 0
+    frames_concealed: int = 0
+    frames_late: int = 0
+
+    def add(self, connection: SourceConnection) -> None:
+        """Count one connection's counters in."""
+        stats = connection.pipeline.stats
+        self.frames_received += stats.frames_in
+        self.packets_lost += connection.packets_lost
+        self.frames_concealed += stats.gap_samples // FRAME_SAMPLES
+        self.frames_late += stats.late_frames
+
+    def merge(self, other: StreamTotals) -> None:
+        """Count another total in (streams included)."""
+        self.streams += other.streams
+        self.frames_received += other.frames_received
+        self.packets_lost += other.packets_lost
+        self.frames_concealed += other.frames_concealed
+        self.frames_late += other.frames_late
 
 
 class MediaSession:
@@ -184,12 +284,15 @@ class MediaSession:
         gated: bool = False,
         listener: MediaListener | None = None,
         speech_sink: Callable[[MediaSession, SpeechEvent], None] | None = None,
+        standalone: bool = False,
         now: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = secrets.token_urlsafe(12)
         self.token = secrets.token_urlsafe(32)
         self.options = options
         self.call_id = call_id
+        self.standalone = standalone
+        self.on_empty: Callable[[MediaSession], None] | None = None
         self.listener = listener
         self.speech_sink = speech_sink
         self.clock = TimelineClock(now)
@@ -211,6 +314,7 @@ class MediaSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._summary: dict[str, Any] | None = None
+        self.retired = StreamTotals()
 
     # -- state -------------------------------------------------------------------------------------------------------
 
@@ -233,6 +337,56 @@ class MediaSession:
         """The WHIP connections currently open."""
         return list(self._connections.values())
 
+    def log_context(self, **ids: str | None) -> contextvars.Context:
+        """A context whose log lines carry this session's call and session ids (and ``ids``), for its tasks."""
+        return context_with_ids(call_id=self.call_id, session_id=self.id, **ids)
+
+    def totals(self) -> StreamTotals:
+        """Frame and packet counters of this session's streams, open and closed."""
+        totals = StreamTotals(streams=len(self._connections))
+        totals.merge(self.retired)
+        for connection in self._connections.values():
+            totals.add(connection)
+        return totals
+
+    def live(self) -> dict[str, Any]:
+        """What is happening now, for the console and ``mediabot demo``: sources, who speaks, levels, counts."""
+        origin = self.clock.origin
+        sources = []
+        for source_id, analysis in self._analysis.items():
+            entry = self._roster.get(source_id)
+            connection = next((c for c in self._connections.values() if c.source_id == source_id), None)
+            speech = analysis.speech_samples
+            if analysis.speaking:
+                speech += max(analysis.end_position - analysis.segmenter.onset, 0)
+            sources.append(
+                {
+                    "source_id": source_id,
+                    "participant_id": entry.participant_id if entry else None,
+                    "display_name": entry.display_name if entry else None,
+                    "connected": connection is not None,
+                    "codec": connection.codec if connection else None,
+                    "speaking": analysis.speaking,
+                    "level_dbfs": round(analysis.level_dbfs, 1),
+                    "segments": analysis.segments,
+                    "speaking_s": round(speech / SAMPLE_RATE, 2),
+                    "frames_received": connection.pipeline.stats.frames_in if connection else None,
+                    "packets_lost": connection.packets_lost if connection else None,
+                }
+            )
+        return {
+            "session_id": self.id,
+            "call_id": self.call_id,
+            "standalone": self.standalone,
+            "key": self.key,
+            "created": self.created,
+            "recording": {None: "pending", True: "on", False: "refused"}[self._gate],
+            "position_s": round(self.clock.now() - origin, 2) if origin is not None else 0.0,
+            "segments": self.segments,
+            "tones": "".join(t.digit for t in self.tones),
+            "sources": sources,
+        }
+
     def participant_of(self, source_id: str) -> RosterEntry | None:
         """The participant sending on ``source_id``, if the roster named it."""
         return self._roster.get(source_id)
@@ -248,8 +402,11 @@ class MediaSession:
             analysis = self._analysis[connection.source_id] = SourceAnalysis(self, connection.source_id)
         connection.pipeline.sinks.append(analysis)
         self._connections[connection.resource_id] = connection
+        entry = self._roster.get(connection.source_id)
         connection.task = asyncio.get_running_loop().create_task(
-            self._read(connection), name=f"media {self.key} {connection.source_id}"
+            self._read(connection),
+            name=f"media {self.key} {connection.source_id}",
+            context=self.log_context(participant_id=entry.participant_id if entry else None),
         )
 
         @connection.pc.on("connectionstatechange")
@@ -258,12 +415,14 @@ class MediaSession:
                 await self.remove_connection(connection.resource_id)
 
         if self._tick is None:
-            self._tick = asyncio.get_running_loop().create_task(self._ticker(), name=f"media tick {self.key}")
+            self._tick = asyncio.get_running_loop().create_task(
+                self._ticker(), name=f"media tick {self.key}", context=self.log_context()
+            )
         self.event("source_connected", source_id=connection.source_id, codec=connection.codec)
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` as a task the session keeps (and awaits when it closes)."""
-        task = asyncio.get_running_loop().create_task(work)
+        task = asyncio.get_running_loop().create_task(work, context=self.log_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -277,6 +436,8 @@ class MediaSession:
         if connection is None:
             return False
         connection.ended = True
+        with contextlib.suppress(Exception):  # the counters are a report; a broken transport must not stop the close
+            await connection.poll_rtp()
         await connection.pc.close()
         if connection.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -285,6 +446,9 @@ class MediaSession:
         analysis = self._analysis.get(connection.source_id)
         if analysis is not None and not any(c.source_id == connection.source_id for c in self._connections.values()):
             analysis.finish()
+        self.retired.add(connection)
+        if not self._connections and self.on_empty is not None and not self._closed:
+            self.on_empty(self)
         self.event("source_disconnected", source_id=connection.source_id, **_stats(connection))
         return True
 
@@ -328,11 +492,7 @@ class MediaSession:
                 analysis = self._analysis.get(source_id)
                 if analysis is not None and analysis.track is not None:
                     analysis.track.rename(entry.participant_id)
-                for kind, item in self._held.pop(source_id, []):
-                    if kind == "segment":
-                        self._segment(source_id, item)
-                    else:
-                        self._tone(source_id, item)
+                self._release_held(source_id)
 
     def recording_decided(self, allowed: bool) -> None:
         """The compliance gate: open (record from now on) or refused (nothing is ever written)."""
@@ -365,15 +525,19 @@ class MediaSession:
 
     # -- sinks' news -------------------------------------------------------------------------------------------------
 
-    def _segment(self, source_id: str, segment: SpeechSegment) -> None:
+    def _segment(self, source_id: str, segment: SpeechSegment, start: SpeechStart | None = None) -> None:
         if not self.gate_open:
             return
         entry = self._roster.get(source_id)
         if entry is None and source_id != MAIN_SOURCE and not self._closed:
-            self._held.setdefault(source_id, []).append(("segment", segment))
+            self._held.setdefault(source_id, []).append(("segment", (segment, start)))
             return
         self.segments += 1
-        record = {
+        analysis = self._analysis.get(source_id)
+        if analysis is not None:
+            analysis.segments += 1
+            analysis.speech_samples += segment.end - segment.start
+        record: dict[str, Any] = {
             "source_id": source_id,
             "participant_id": entry.participant_id if entry else None,
             "display_name": entry.display_name if entry else None,
@@ -382,6 +546,9 @@ class MediaSession:
             "duration": round(segment.duration_s, 3),
             "reason": segment.reason,
         }
+        if start is not None:
+            record["latency_ms"] = round(start.latency_s * 1000, 1)
+            record["pipeline_ms"] = round(start.pipeline_s * 1000, 1)
         self._recording().append_jsonl(self._paths().segments, record)
         event = SpeechEvent(
             self.key,
@@ -394,6 +561,14 @@ class MediaSession:
             self.speech_sink(self, event)
         if self.listener is not None and self.call_id is not None:
             self.listener.on_speech(event)
+
+    def _release_held(self, source_id: str) -> None:
+        """Pass on what a source said before the roster named it (or before the session closed)."""
+        for kind, item in self._held.pop(source_id, []):
+            if kind == "segment":
+                self._segment(source_id, *item)
+            else:
+                self._tone(source_id, item)
 
     def _tone(self, source_id: str, tone: DtmfTone) -> None:
         entry = self._roster.get(source_id)
@@ -500,8 +675,13 @@ class MediaSession:
         self._io.submit(write_json_atomic, self._paths().call_json, data)
 
     async def _ticker(self) -> None:
+        ticks = 0
         while not self._closed:
             await asyncio.sleep(TICK_S)
+            ticks += 1
+            if ticks % RTP_POLL_TICKS == 0:
+                for connection in list(self._connections.values()):
+                    await connection.poll_rtp()
             if self._recorder is not None and self.clock.origin is not None:
                 self._recorder.tick(self.clock.position())
             if self._pending_events and self._gate and self.clock.origin is not None:
@@ -521,19 +701,15 @@ class MediaSession:
         end = max((a.end_position for a in self._analysis.values()), default=0)
         self._closed = True
         # Whatever the roster never named is written unattributed rather than lost.
-        for source_id, held in list(self._held.items()):
-            self._held.pop(source_id)
-            for kind, item in held:
-                if kind == "segment":
-                    self._segment(source_id, item)
-                else:
-                    self._tone(source_id, item)
+        for source_id in list(self._held):
+            self._release_held(source_id)
         if self._tick is not None:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
         summary: dict[str, Any] = {"segments": self.segments, "tones": [t.digit for t in self.tones]}
-        if self._gate:
+        # A call's folder is kept even without media (its events); a standalone session nobody joined leaves none.
+        if self._gate and (self._analysis or not self.standalone):
             self._note("media_ended", {})
             if self._pending_events:
                 self._flush_events()

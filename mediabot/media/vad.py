@@ -274,6 +274,8 @@ class SpeechSegmenter:
         self._start = 0  # speaking: the open segment's start
         self._last_speech_end = 0  # speaking: end of the last speech frame
         self._silence_run = 0  # speaking: samples of silence since then
+        self.onsets = 0  # speech starts so far (a segment cut at the maximum length and going on is not one)
+        self.onset = 0  # the first speech frame of the latest start (its pre-roll pad excluded)
 
     @property
     def speaking(self) -> bool:
@@ -306,6 +308,8 @@ class SpeechSegmenter:
                 self._run_start = position
             self._speech_run += FRAME_SAMPLES
             if self._speech_run >= self._start_samples:
+                self.onsets += 1
+                self.onset = self._run_start
                 self._open(max(self._run_start - self._pad_samples, self._floor))
         else:
             self._speech_run = 0

@@ -10,8 +10,14 @@ the bot's own packages. Public surface::
     serve                run it in the foreground, printing the MEDIABOT_* environment
 """
 
+from pathlib import Path
+
 from ._app import create_sandbox_app
 from ._config import AppRegistration, SandboxConfig
 from ._server import SandboxServer, serve
 
-__all__ = ["AppRegistration", "SandboxConfig", "SandboxServer", "create_sandbox_app", "serve"]
+__all__ = ["BUNDLED_SCENARIO", "AppRegistration", "SandboxConfig", "SandboxServer", "create_sandbox_app", "serve"]
+
+#: The meeting ``mediabot demo`` plays by default: three speakers, one joining late, one pressing digits over a
+#: lossy, jittery network.
+BUNDLED_SCENARIO = Path(__file__).resolve().parent / "scenarios" / "demo.yaml"

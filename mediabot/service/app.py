@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import httpx
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 from mediabot import __version__
 from mediabot._errors import ConfigError
@@ -26,7 +26,9 @@ from mediabot.graph.subscriptions import SubscriptionKeeper, SubscriptionSpec
 from mediabot.media.engine import MediaEngine
 from mediabot.media.session import MediaOptions
 from mediabot.media.vad import SegmenterParams
-from mediabot.service.routes import calling, notifications, v1, whip
+from mediabot.metrics import CallsCollector, MediaCollector
+from mediabot.service.live import LiveView
+from mediabot.service.routes import calling, console, live, notifications, v1, whip
 from mediabot.service.transcription import Recordings
 
 __all__ = ["call_config", "create_app", "media_options"]
@@ -130,6 +132,9 @@ def create_app(
         app.state.media = engine
         app.state.recordings = recordings
         app.state.call_records = deque[CallRecord](maxlen=CALL_RECORDS_KEPT)
+        app.state.live = LiveView(manager, engine)
+        if recordings is not None:
+            recordings.add_transcript_listener(app.state.live.on_transcript)
         await manager.start()
         # Graph validates the webhook URL while we subscribe, so subscribing must not hold up the startup.
         subscribing = asyncio.create_task(keeper.start()) if keeper is not None else None
@@ -162,11 +167,19 @@ def create_app(
     app.include_router(notifications.router)
     app.include_router(v1.router)
     app.include_router(whip.router)
+    app.include_router(live.router)
+    app.include_router(console.router)
+    # This app's calls and streams, read at scrape time; the process-wide instruments live in the default registry.
+    scraped = CollectorRegistry(auto_describe=False)
+    scraped.register(CallsCollector(lambda: getattr(app.state, "manager", None)))
+    scraped.register(MediaCollector(lambda: getattr(app.state, "media", None)))
 
     @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
-        """Prometheus metrics of this process (transcription backlog, ...)."""
-        return PlainTextResponse(generate_latest().decode(), media_type=CONTENT_TYPE_LATEST)
+        """Prometheus metrics: calls by state, media streams and frames, speech-start latency, Graph requests,
+        transcription backlog."""
+        text = generate_latest(REGISTRY) + generate_latest(scraped)
+        return PlainTextResponse(text.decode(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections import deque
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from mediabot.graph.callback_auth import CallbackAuthenticator
 from mediabot.graph.models import CallRecord
 from mediabot.graph.subscriptions import SubscriptionKeeper
 from mediabot.media.engine import MediaEngine
+from mediabot.service.auth import CONSOLE_COOKIE, is_console_session, key_matches, same_origin
 
 __all__ = [
     "AuthenticatorDep",
@@ -53,10 +53,19 @@ _bearer = HTTPBearer(auto_error=False)
 
 
 async def require_api_key(
-    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    """401 unless the request carries ``Authorization: Bearer <MEDIABOT_API_KEY>`` (compared in constant time)."""
+    """401 unless the request carries ``Authorization: Bearer <MEDIABOT_API_KEY>`` or a console session cookie.
+
+    A state-changing request made with the cookie must also come from this origin (403 otherwise).
+    """
     expected = settings.api_key.get_secret_value() if settings.api_key else None
-    given = credentials.credentials if credentials else None
-    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
-        raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})
+    if key_matches(credentials.credentials if credentials else None, expected):
+        return
+    if is_console_session(request.cookies.get(CONSOLE_COOKIE), expected):
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+            raise HTTPException(403, "a console request must come from the console's own origin")
+        return
+    raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from mediabot._errors import ConfigError
 from mediabot.calls import CallManager
 from mediabot.config import Settings
+from mediabot.logs import log_context
 from mediabot.media.engine import MediaEngine
 from mediabot.media.session import MediaSession, SpeechEvent
 from mediabot.store.index import INDEX_FILE, RecordingsIndex
+from mediabot.store.timeline import render_timeline
 from mediabot.transcribe.base import TranscriberUnavailable, TranscriptEntry
 from mediabot.transcribe.factory import transcriber_from_settings
 from mediabot.transcribe.live import LiveTranscription, PendingSegment
@@ -34,6 +36,11 @@ class Recordings:
         self.index: RecordingsIndex | None = None
         self.live: LiveTranscription | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._transcript_listeners: list[Callable[[TranscriptEntry], None]] = []
+
+    def add_transcript_listener(self, listener: Callable[[TranscriptEntry], None]) -> None:
+        """Also give every transcribed segment to ``listener`` (the live view), on the event loop."""
+        self._transcript_listeners.append(listener)
 
     async def start(self) -> None:
         """Open the index, start transcription (resuming what a previous process left), hook into the engine."""
@@ -88,29 +95,34 @@ class Recordings:
         if self.live is not None:
             self.live.call_ended(session.key)
         folder = Path(session.folder)
-        self._spawn(self._index_call(folder))
+        with log_context(call_id=session.call_id, participant_id=None, session_id=session.id):
+            self._spawn(self._index_call(folder))
 
     async def _index_call(self, folder: Path) -> None:
+        if not await asyncio.to_thread((folder / "call.json").is_file):
+            return  # a refused compliance gate (or a standalone session nobody joined) leaves no folder
+        try:
+            await asyncio.to_thread(render_timeline, folder)
+        except Exception:
+            logger.exception("drawing the timeline of %s failed", folder.name)
         index = self.index
         if index is None:
             return
-
-        def index_if_written() -> None:
-            if (folder / "call.json").is_file():  # a refused compliance gate leaves no folder
-                index.index_call(folder)
-
         try:
-            await asyncio.to_thread(index_if_written)
+            await asyncio.to_thread(index.index_call, folder)
         except Exception:
             logger.exception("indexing %s failed (mediabot recordings reindex rebuilds it)", folder.name)
 
     async def _transcribed(self, entry: TranscriptEntry) -> None:
-        if self.index is not None:
-            try:
-                await asyncio.to_thread(self.index.add_transcript_entry, entry)
-            except Exception:
-                logger.exception("indexing a transcript line of %s failed", entry.call_id)
-        self._manager.on_transcript(entry)
+        with log_context(call_id=entry.call_id, participant_id=entry.participant_id):
+            if self.index is not None:
+                try:
+                    await asyncio.to_thread(self.index.add_transcript_entry, entry)
+                except Exception:
+                    logger.exception("indexing a transcript line of %s failed", entry.call_id)
+            self._manager.on_transcript(entry)
+            for listener in self._transcript_listeners:
+                listener(entry)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from prometheus_client import Counter, Gauge
 
 from mediabot.audio import SAMPLE_RATE
+from mediabot.logs import log_context
 from mediabot.store.layout import ensure_private_dir, open_private
 from mediabot.transcribe.base import Transcriber, TranscriptEntry, TranscriptionError
 from mediabot.transcribe.writers import read_transcript_json, write_subtitles, write_transcript_json
@@ -230,39 +231,44 @@ class LiveTranscription:
             segment = self._queue.popleft()
             self._holding[id(segment)] = segment
             self._update_gauges()
-            audio_in_memory = segment.audio
-            try:
-                audio = audio_in_memory if audio_in_memory is not None else await asyncio.to_thread(segment.load)
-                result = await self.transcriber.transcribe(audio, SAMPLE_RATE)
-            except (TranscriptionError, OSError) as exc:
-                FAILURES.inc()
-                segment.attempts += 1
-                delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (segment.attempts - 1))
-                logger.warning(
-                    "transcription of %s at %.2f s failed (%s); retrying in %.0f s",
-                    segment.call_id,
-                    segment.start,
-                    exc,
-                    delay,
-                )
-                await asyncio.to_thread(segment.park)
-                self._holding.pop(id(segment), None)
-                asyncio.get_running_loop().call_later(delay, self._requeue, segment)
-                continue
-            TRANSCRIBED.inc()
-            entry = TranscriptEntry(
-                call_id=segment.call_id,
-                participant_id=segment.participant_id,
-                display_name=segment.display_name,
-                source_id=segment.source_id,
-                start=segment.start,
-                end=segment.end,
-                text=result.text,
-                backend=result.backend,
-                words=tuple(type(w)(w.text, segment.start + w.start, segment.start + w.end) for w in result.words),
+            # The workers serve every call: each segment's lines carry its own call and participant.
+            with log_context(call_id=segment.call_id, participant_id=segment.participant_id):
+                await self._transcribe(segment)
+
+    async def _transcribe(self, segment: PendingSegment) -> None:
+        audio_in_memory = segment.audio
+        try:
+            audio = audio_in_memory if audio_in_memory is not None else await asyncio.to_thread(segment.load)
+            result = await self.transcriber.transcribe(audio, SAMPLE_RATE)
+        except (TranscriptionError, OSError) as exc:
+            FAILURES.inc()
+            segment.attempts += 1
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (segment.attempts - 1))
+            logger.warning(
+                "transcription of %s at %.2f s failed (%s); retrying in %.0f s",
+                segment.call_id,
+                segment.start,
+                exc,
+                delay,
             )
-            await self._record(segment, entry)
+            await asyncio.to_thread(segment.park)
             self._holding.pop(id(segment), None)
+            asyncio.get_running_loop().call_later(delay, self._requeue, segment)
+            return
+        TRANSCRIBED.inc()
+        entry = TranscriptEntry(
+            call_id=segment.call_id,
+            participant_id=segment.participant_id,
+            display_name=segment.display_name,
+            source_id=segment.source_id,
+            start=segment.start,
+            end=segment.end,
+            text=result.text,
+            backend=result.backend,
+            words=tuple(type(w)(w.text, segment.start + w.start, segment.start + w.end) for w in result.words),
+        )
+        await self._record(segment, entry)
+        self._holding.pop(id(segment), None)
 
     def _requeue(self, segment: PendingSegment) -> None:
         self._queue.append(segment)
@@ -296,10 +302,11 @@ class LiveTranscription:
         call = self._calls.pop(call_id, None)
         if call is None or not call.entries:
             return
-        try:
-            await asyncio.to_thread(write_subtitles, call.folder, sorted(call.entries, key=lambda e: e.start))
-        except OSError as exc:
-            logger.error("cannot write the subtitles of %s: %s", call_id, exc)
+        with log_context(call_id=call_id, participant_id=None):
+            try:
+                await asyncio.to_thread(write_subtitles, call.folder, sorted(call.entries, key=lambda e: e.start))
+            except OSError as exc:
+                logger.error("cannot write the subtitles of %s: %s", call_id, exc)
 
     def _update_gauges(self) -> None:
         BACKLOG.set(len(self._queue))

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from mediabot import GraphAPIError, GraphNotFoundError, GraphPermissionError, GraphThrottledError
 from mediabot.graph import GraphClient, media_prompt, phone_target, user_target
@@ -337,6 +338,22 @@ async def test_throttling_is_retried_with_one_client_request_id(graph: GraphClie
     attempts = [r for r in sandbox.requests() if r["path"] == path]
     assert [r["status"] for r in attempts] == [429, 429, 200]
     assert len({r["client_request_id"] for r in attempts}) == 1
+
+
+async def test_requests_and_their_errors_are_measured(graph: GraphClient, sandbox: SandboxServer) -> None:
+    call = await established_call(graph)
+
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    gets, throttled = (
+        sample("mediabot_graph_request_seconds_count", {"method": "GET"}),
+        sample("mediabot_graph_errors_total", {"status": "429"}),
+    )
+    sandbox.inject_fault("GET", f"/v1.0/communications/calls/{call.id}", 429, count=2, retry_after=0, match="exact")
+    await graph.get_call(call.id or "")
+    assert sample("mediabot_graph_request_seconds_count", {"method": "GET"}) == gets + 3  # every attempt is timed
+    assert sample("mediabot_graph_errors_total", {"status": "429"}) == throttled + 2
 
 
 async def test_endless_unavailability_gives_a_throttled_error(graph: GraphClient, sandbox: SandboxServer) -> None:

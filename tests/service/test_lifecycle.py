@@ -159,3 +159,30 @@ def test_a_transfer_goes_through_transferring_and_ends_the_bots_leg(
     wait_for(lambda: "terminated" in call_states(), "the terminated notification to be logged")
     states = call_states()
     assert states[:4] == ["transferring", "transferAccepted", "terminating", "terminated"]
+
+
+def _metric(service: ServiceServer, line_start: str) -> float | None:
+    for line in service.client.get("/metrics").text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_a_call_is_live_in_the_snapshot_and_counted_by_state_in_the_metrics(
+    bot_service: ServiceServer, sandbox: SandboxServer
+) -> None:
+    incoming = sandbox.incoming_call(callback_uri=bot_service.settings.callback_url)
+    call_id = incoming["id"]
+    wait_for(lambda: _state(bot_service, call_id) == "established", "the call to be established")
+    live = bot_service.client.get("/v1/live").json()
+    [call] = [c for c in live["calls"] if c["id"] == call_id]
+    assert call["state"] == "established" and call["direction"] == "incoming"
+    assert call["media"]["call_id"] == call_id and call["media"]["recording"] == "on"
+    assert _metric(bot_service, 'mediabot_calls{state="established"}') == 1.0
+    assert _metric(bot_service, "mediabot_media_sessions") == 1.0
+    sandbox.end_call(call_id)
+    wait_for(lambda: _state(bot_service, call_id) == "terminated", "the call to end")
+    assert _metric(bot_service, 'mediabot_calls{state="established"}') == 0.0
+    assert _metric(bot_service, 'mediabot_calls{state="terminated"}') == 1.0
+    wait_for(lambda: _metric(bot_service, "mediabot_media_sessions") == 0.0, "the media session to close")
+    assert bot_service.client.get("/v1/live", headers={"Authorization": "Bearer nope"}).status_code == 401

@@ -472,7 +472,7 @@ def _print(console: Console, summary: CallSummary) -> None:
         )
     for note in timing:
         console.print(note, highlight=False)
-    for line in summary.transcript[:8]:
+    for line in [line for line in summary.transcript if line.get("text")][:8]:
         minutes, seconds = divmod(float(line["start"]), 60)
         who = line["display_name"] or line["participant_id"] or "?"
         console.print(f"  {int(minutes):02d}:{seconds:04.1f}  [bold]{who}[/bold]: {line['text']}", highlight=False)

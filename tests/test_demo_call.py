@@ -131,6 +131,14 @@ def test_a_scripted_meeting_is_recorded_aligned_segmented_and_its_digits_heard(t
     again = summarize_call(folder)
     assert again.failures == [] and len(again.participants) == 3
 
+    # The summary's timings and picture.
+    assert summary["timeline"] == "timeline.png" and (folder / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert summary["join_s"] is not None and summary["join_s"] > 0
+    start, pipeline = summary["latency_ms"]["speech_start"], summary["latency_ms"]["pipeline"]
+    assert start["n"] == len([s for s in segments if "latency_ms" in s]) >= 3
+    assert start["p50"] <= start["p99"] and pipeline["p50"] < start["p50"]
+    assert abs(people["Cy"]["joined_at"] - 4.0) < 1.0 and people["Ann"]["joined_at"] < 0.5
+
 
 async def test_a_bot_killed_mid_call_leaves_readable_files_that_its_restart_repairs(tmp_path: Path) -> None:
     import asyncio

@@ -37,6 +37,7 @@ from rich.text import Text
 from mediabot._errors import MediaBotError
 from mediabot.demo import SandboxProcess
 from mediabot.sandbox._scenario import load_scenario
+from mediabot.store.layout import read_jsonl
 
 __all__ = ["CallSummary", "run_call_demo", "summarize_call"]
 
@@ -92,8 +93,8 @@ def summarize_call(folder: Path) -> CallSummary:
     if not meta.get("complete"):
         summary.failures.append("call.json says the recording did not complete")
     summary.failures.extend(f"recording error: {e}" for e in meta.get("errors", []))
-    summary.segments = _jsonl(folder / "segments.jsonl")
-    events = _jsonl(folder / "events.jsonl")
+    summary.segments = read_jsonl(folder / "segments.jsonl")
+    events = read_jsonl(folder / "events.jsonl")
     summary.tones = [
         {k: e.get(k) for k in ("digit", "participant_id", "start", "end")} for e in events if e.get("type") == "tone"
     ]
@@ -142,12 +143,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
         return {}
     p50, p99 = np.percentile(np.asarray(values), [50, 99])
     return {"n": len(values), "p50": round(float(p50), 1), "p99": round(float(p99), 1)}
-
-
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
 def _free_port() -> int:
@@ -382,7 +377,7 @@ def _complete(folder: Path) -> bool:
         return False
     if not (folder / "timeline.png").is_file():
         return False
-    return not _jsonl(folder / "segments.jsonl") or (folder / "transcript.vtt").is_file()
+    return not read_jsonl(folder / "segments.jsonl") or (folder / "transcript.vtt").is_file()
 
 
 async def _wait_for_files(folder: Path, seconds: float = 120.0) -> None:

@@ -70,3 +70,13 @@ def webhook(sandbox: SandboxServer) -> Iterator[tuple[str, type[Webhook]]]:
     yield f"https://127.0.0.1:{server.server_address[1]}/api/notifications", handler
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture
+def open_umask() -> Iterator[None]:
+    """Umask 000: anything not explicitly private would be world-readable."""
+    old = os.umask(0)
+    try:
+        yield
+    finally:
+        os.umask(old)

@@ -41,6 +41,7 @@ from mediabot.store.layout import (
     CallPaths,
     ensure_private_dir,
     open_private,
+    read_jsonl,
 )
 from mediabot.transcribe.base import TranscriptEntry
 
@@ -560,26 +561,11 @@ def _read_call_folder(folder: Path) -> _CallRecord:
     meta = json.loads(paths.call_json.read_text("utf-8"))
     if not isinstance(meta, dict):
         raise ValueError(f"{paths.call_json} is not a JSON object")
-    segments = [_segment_from_line(line) for line in _read_jsonl(paths.segments)]
+    segments = [_segment_from_line(line) for line in read_jsonl(paths.segments)]
     merged = _merge_transcript(
         [s for s in segments if s is not None], _read_transcript(folder / TRANSCRIPT_FILE, paths.call_id)
     )
     return _CallRecord(paths.call_id, folder.resolve(), meta, merged)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = path.read_text("utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    lines: list[dict[str, Any]] = []
-    for line in raw.splitlines():
-        # A crash can leave a torn last line; what was written whole still counts.
-        with contextlib.suppress(ValueError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                lines.append(value)
-    return lines
 
 
 def _segment_from_line(line: dict[str, Any]) -> _Segment | None:
@@ -824,8 +810,8 @@ def _export_document(paths: CallPaths) -> dict[str, Any]:
         "call_id": paths.call_id,
         "call": record.meta,
         "participants": participants,
-        "segments": _read_jsonl(paths.segments),
+        "segments": read_jsonl(paths.segments),
         "transcript": [entry.to_json() for entry in sorted(transcript, key=lambda e: e.start)],
-        "events": _read_jsonl(paths.events),
+        "events": read_jsonl(paths.events),
         "files": [p.relative_to(paths.dir).as_posix() for p in _export_files(paths)],
     }

@@ -23,6 +23,7 @@ import struct
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mediabot.audio import SAMPLE_RATE
 
@@ -36,9 +37,11 @@ __all__ = [
     "CallPaths",
     "ensure_private_dir",
     "open_private",
+    "read_jsonl",
     "safe_name",
     "wav_header",
     "wav_sizes",
+    "write_bytes_atomic",
     "write_json_atomic",
 ]
 
@@ -146,14 +149,21 @@ def write_json_atomic(path: Path, data: object) -> None:
 
     A missing parent folder is created (0700).
     """
+    write_bytes_atomic(path, (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode())
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: a 0600 temp file beside it, fsync, ``os.replace``, fsync the folder.
+
+    A missing parent folder is created (0700).
+    """
     if not path.parent.is_dir():
         ensure_private_dir(path.parent)
-    raw = (json.dumps(data, ensure_ascii=False, indent=2) + "\n").encode()
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     try:
         try:
-            view = memoryview(raw)
+            view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
             os.fsync(fd)
@@ -165,6 +175,24 @@ def write_json_atomic(path: Path, data: object) -> None:
             os.unlink(temp)
         raise
     _fsync_dir(path.parent)
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSON-lines file, in order; a missing file is empty, a torn or foreign line is skipped.
+
+    A killed process can leave a torn last line: what was written whole still counts.
+    """
+    try:
+        raw = path.read_text("utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    records: list[dict[str, Any]] = []
+    for line in raw.splitlines():
+        with contextlib.suppress(ValueError):
+            value = json.loads(line)
+            if isinstance(value, dict):
+                records.append(value)
+    return records
 
 
 def _fsync_dir(path: Path) -> None:

@@ -12,12 +12,9 @@ keys are skipped. Only a folder without a readable ``call.json`` is refused (:cl
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import math
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -36,7 +33,7 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 from matplotlib.transforms import offset_copy
 
 from mediabot.store.index import UnknownCallError
-from mediabot.store.layout import ensure_private_dir, open_private
+from mediabot.store.layout import read_jsonl, write_bytes_atomic
 
 __all__ = [
     "PROMPTS_KEY",
@@ -258,8 +255,8 @@ def timeline_lanes(call_dir: Path) -> TimelineData:
     """
     call_dir = Path(call_dir)
     meta = _read_call_json(call_dir / "call.json")
-    segments = _read_jsonl(call_dir / "segments.jsonl")
-    events = _read_jsonl(call_dir / "events.jsonl")
+    segments = read_jsonl(call_dir / "segments.jsonl")
+    events = read_jsonl(call_dir / "events.jsonl")
 
     lanes = _Lanes()
     participants = meta.get("participants")
@@ -367,21 +364,6 @@ def _read_call_json(path: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise UnknownCallError(f"{path} is not a JSON object")
     return meta
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    try:
-        raw = path.read_text("utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    records: list[dict[str, Any]] = []
-    for line in raw.splitlines():
-        # A killed process can leave a torn last line; what was written whole still counts.
-        with contextlib.suppress(ValueError):
-            value = json.loads(line)
-            if isinstance(value, dict):
-                records.append(value)
-    return records
 
 
 def _recording_seconds(meta: dict[str, Any]) -> float | None:
@@ -509,7 +491,7 @@ def render_timeline(call_dir: Path, out: Path | None = None) -> Path:
     call_dir = Path(call_dir)
     image = draw_timeline(timeline_lanes(call_dir))
     target = Path(out) if out is not None else call_dir / TIMELINE_FILE
-    _write_atomic(target, image.png)
+    write_bytes_atomic(target, image.png)
     return target
 
 
@@ -698,24 +680,3 @@ def _fit_width(text: Text, label: str, width_px: float) -> None:
         else:
             too_long = middle
     text.set_text(label[:fits].rstrip() + "…")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a 0600 temp file beside it, fsync, ``os.replace``."""
-    if not path.parent.is_dir():
-        ensure_private_dir(path.parent)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise

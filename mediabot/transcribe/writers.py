@@ -8,16 +8,13 @@ without word timings stays one cue). Entries without text make no cue. Every fil
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mediabot.store.layout import ensure_private_dir, open_private, write_json_atomic
+from mediabot.store.layout import write_bytes_atomic, write_json_atomic
 from mediabot.transcribe.base import TranscriptEntry, Word
 
 __all__ = [
@@ -149,23 +146,5 @@ def to_srt(entries: Iterable[TranscriptEntry]) -> str:
 def write_subtitles(folder: Path, entries: Iterable[TranscriptEntry], *, stem: str = "transcript") -> None:
     """Write ``<stem>.vtt`` and ``<stem>.srt`` into ``folder`` (atomically, 0600)."""
     ordered = list(entries)
-    _write_text_atomic(folder / f"{stem}.vtt", to_webvtt(ordered))
-    _write_text_atomic(folder / f"{stem}.srt", to_srt(ordered))
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) through a 0600 temp file beside it, fsync and ``os.replace``."""
-    if not path.parent.is_dir():
-        ensure_private_dir(path.parent)
-    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(text.encode())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        raise
+    write_bytes_atomic(folder / f"{stem}.vtt", to_webvtt(ordered).encode())
+    write_bytes_atomic(folder / f"{stem}.srt", to_srt(ordered).encode())

@@ -45,15 +45,6 @@ def paths(tmp_path: Path) -> CallPaths:
     return CallPaths(tmp_path / "out", "call-1")
 
 
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
-
-
 def noise(seed: int, count: int, level: int = 12000) -> Int16Array:
     return np.random.default_rng(seed).integers(-level, level, count, dtype=np.int16)
 

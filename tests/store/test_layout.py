@@ -8,7 +8,6 @@ import os
 import stat
 import struct
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,16 +21,6 @@ from mediabot.store.layout import (
     wav_header,
     write_json_atomic,
 )
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    """Umask 000: anything not explicitly private would be world-readable."""
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path: Path) -> int:

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -127,15 +126,6 @@ def close_to(pixel: tuple[int, ...], color: tuple[int, int, int], tolerance: int
 def pixels(image: TimelineImage) -> Image.Image:
     with Image.open(io.BytesIO(image.png)) as opened:
         return opened.convert("RGB")
-
-
-@pytest.fixture
-def open_umask() -> Iterator[None]:
-    old = os.umask(0)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 # -- the data --------------------------------------------------------------------------------------------------------

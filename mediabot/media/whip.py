@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
+from aiortc.exceptions import OperationError
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.sdp import SessionDescription
@@ -115,24 +116,23 @@ async def answer_offer(
     """
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
+        # aiortc picks the codecs inside setRemoteDescription, from the transceiver the offer's audio section lands
+        # on: make that transceiver first, with our preferences, so the answer offers only Opus and PCMU.
+        audio = pc.addTransceiver("audio", direction="sendrecv" if send_track is not None else "recvonly")
+        audio.setCodecPreferences(_audio_preferences())  # type: ignore[arg-type]
+        if send_track is not None:
+            audio.sender.replaceTrack(send_track)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise WhipBadOffer(f"the SDP offer was refused: {exc}") from exc
-        audio: RTCRtpTransceiver | None = None
-        for transceiver in pc.getTransceivers():
-            if transceiver.kind != "audio" or audio is not None:
-                transceiver.direction = "inactive"
-                continue
-            audio = transceiver
-            transceiver.setCodecPreferences(_audio_preferences())  # type: ignore[arg-type]
-            if send_track is not None:
-                transceiver.sender.replaceTrack(send_track)
-                transceiver.direction = "sendrecv"
-            else:
-                transceiver.direction = "recvonly"
-        if audio is None:
+        except OperationError as exc:
+            raise WhipUnsupported(f"the offer could not be answered: {exc}") from exc
+        if audio.mid is None:
             raise WhipBadOffer("the SDP offer has no audio section")
+        for transceiver in pc.getTransceivers():
+            if transceiver is not audio:
+                transceiver.direction = "inactive"
         try:
             answer = await pc.createAnswer()
             await pc.setLocalDescription(answer)

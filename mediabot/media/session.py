@@ -19,6 +19,7 @@ import datetime as dt
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -58,6 +59,10 @@ MAIN_SOURCE = "main"
 TICK_S = 0.25
 RECORDER_HOLD_S = 3.0
 RTP_POLL_TICKS = 4  # RTP receive counters are refreshed every second
+# A segment whose voiced part is mostly DTMF (tones ± the gap between digits) is a keypad, not speech.
+TONE_GAP = SAMPLE_RATE // 10
+KEYPAD_COVER = 0.8
+TONES_REMEMBERED = 64
 LEVEL_EVERY_FRAMES = 5  # the live level meter is refreshed every 100 ms, not every frame
 
 
@@ -146,8 +151,11 @@ class SourceAnalysis:
         self.speech_samples = 0
         self.level_dbfs = LEVEL_FLOOR_DBFS
         self.start_latency: SpeechStart | None = None
+        self.keypad_segments = 0
         self._onsets = 0
         self._frames = 0
+        self._tones: deque[tuple[int, int]] = deque(maxlen=TONES_REMEMBERED)
+        self._pad = options.segmenter.pad_ms * SAMPLE_RATE // 1000
 
     @property
     def speaking(self) -> bool:
@@ -164,13 +172,13 @@ class SourceAnalysis:
         segmenter = self.segmenter
         segment = segmenter.process(position, frame)
         if segment is not None:
-            self.session._segment(self.source_id, segment, self._take_latency(segment))
+            self._closed(segment)
         if segmenter.onsets != self._onsets:
             self._onsets = segmenter.onsets
             self._speech_started(segmenter.onset, position + frame.size)
         tone = self.dtmf.process(position, frame)
         if tone is not None:
-            self.session._tone(self.source_id, tone)
+            self._tone(tone)
         self.end_position = position + frame.size
         self._frames += 1
         if self._frames % LEVEL_EVERY_FRAMES == 0:
@@ -194,14 +202,41 @@ class SourceAnalysis:
         self.start_latency = None
         return start
 
+    def _tone(self, tone: DtmfTone) -> None:
+        self._tones.append((tone.start, tone.end))
+        self.session._tone(self.source_id, tone)
+
+    def _closed(self, segment: SpeechSegment) -> None:
+        """A segment closed: speech goes on to the session; keypad tones the VAD took for speech do not."""
+        start = self._take_latency(segment)
+        if self._keypad(segment):
+            self.keypad_segments += 1
+            return
+        self.session._segment(self.source_id, segment, start)
+
+    def _keypad(self, segment: SpeechSegment) -> bool:
+        """Whether DTMF tones (with their gaps) cover most of the segment's voiced part (its pads excluded)."""
+        if not self._tones:
+            return False
+        core_start, core_end = segment.start + self._pad, segment.end - self._pad
+        if core_end <= core_start:
+            core_start, core_end = segment.start, segment.end
+        covered, reach = 0, core_start
+        for tone_start, tone_end in self._tones:
+            lo, hi = max(tone_start - TONE_GAP, reach), min(tone_end + TONE_GAP, core_end)
+            if hi > lo:
+                covered += hi - lo
+                reach = hi
+        return covered >= KEYPAD_COVER * (core_end - core_start)
+
     def finish(self) -> None:
-        """The source's stream ended: close what is open in the segmenter and detector."""
-        segment = self.segmenter.flush(self.end_position)
-        if segment is not None:
-            self.session._segment(self.source_id, segment, self._take_latency(segment))
+        """The source's stream ended: close what is open in the detector and segmenter."""
         tone = self.dtmf.flush()
         if tone is not None:
-            self.session._tone(self.source_id, tone)
+            self._tone(tone)
+        segment = self.segmenter.flush(self.end_position)
+        if segment is not None:
+            self._closed(segment)
         if self.track is not None:
             self.track.end(self.end_position)
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, TextIO, cast, get_args
 from mediabot._errors import ConfigError
 
 __all__ = [
+    "CHATTY_LOGGERS",
     "CONTEXT_FIELDS",
     "JsonFormatter",
     "LogContextFilter",
@@ -228,12 +229,15 @@ def _level_number(level: str | int) -> int:
     return number
 
 
+#: Libraries that log routine work at INFO (httpx every request, aioice every ICE candidate pair).
+CHATTY_LOGGERS = ("httpx", "aioice")
+
+
 def configure_logging(level: str | int = "INFO", fmt: LogFormat = "text", stream: TextIO | None = None) -> None:
     """(Re)configure the root logger: one handler on ``stream`` (default: ``sys.stderr`` now) in ``fmt``.
 
-    Calling it again replaces the handler it installed before (others, such as pytest's, stay). httpx logs every
-    request at INFO, which is our transport's business to report: its logger stays at WARNING unless ``level`` is
-    DEBUG.
+    Calling it again replaces the handler it installed before (others, such as pytest's, stay). The libraries in
+    :data:`CHATTY_LOGGERS` stay at WARNING unless ``level`` is DEBUG.
     """
     number = _level_number(level)
     if fmt not in get_args(LogFormat):
@@ -247,7 +251,8 @@ def configure_logging(level: str | int = "INFO", fmt: LogFormat = "text", stream
         old.close()
     root.addHandler(handler)
     root.setLevel(number)
-    logging.getLogger("httpx").setLevel(logging.DEBUG if number <= logging.DEBUG else logging.WARNING)
+    for chatty in CHATTY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if number <= logging.DEBUG else logging.WARNING)
 
 
 def _env_choice(name: str, allowed: tuple[str, ...], default: str, environ: Mapping[str, str] | None) -> str:

@@ -21,6 +21,7 @@ from mediabot import Settings
 from mediabot._errors import ConfigError
 from mediabot.cli import app, main
 from mediabot.logs import (
+    CHATTY_LOGGERS,
     bind_log_context,
     configure_logging,
     context_with_ids,
@@ -41,13 +42,14 @@ def _restore_logging() -> Iterator[None]:
     """Every test may reconfigure the root logger; put it back as it was."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    httpx_level = logging.getLogger("httpx").level
+    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
     yield
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
         handler.close()
     root.setLevel(level)
-    logging.getLogger("httpx").setLevel(httpx_level)
+    for name, chatty_level in chatty.items():
+        logging.getLogger(name).setLevel(chatty_level)
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:
@@ -193,13 +195,14 @@ def test_configuring_twice_replaces_its_handler_and_keeps_others() -> None:
     assert other in logging.getLogger().handlers
 
 
-def test_levels_and_httpx() -> None:
+def test_levels_and_the_chatty_libraries() -> None:
     stream = io.StringIO()
     configure_logging("DEBUG", "json", stream=stream)
-    assert logging.getLogger("httpx").level == logging.DEBUG
+    assert logging.getLogger("httpx").level == logging.getLogger("aioice").level == logging.DEBUG
     logger.debug("seen")
+    configure_logging(logging.INFO, "json", stream=stream)
+    assert logging.getLogger("httpx").level == logging.getLogger("aioice").level == logging.WARNING
     configure_logging(logging.WARNING, "json", stream=stream)
-    assert logging.getLogger("httpx").level == logging.WARNING
     logger.info("not seen")
     assert [line["message"] for line in json_lines(stream)] == ["seen"]
     with pytest.raises(ValueError, match="unknown log level"):

@@ -125,7 +125,8 @@ class MediaEngine:
         self._sessions[session.id] = session
         if call_id is not None:
             self._by_call[call_id] = session
-        logger.info("media session %s opened for call %s", session.id, call_id)
+        owner = f"call {call_id}" if call_id else "a call being placed"
+        logger.info("media session %s opened for %s", session.id, owner)
         return session
 
     def open_standalone(self, *, unused_timeout_s: float = STANDALONE_UNUSED_S) -> MediaSession:

@@ -26,6 +26,28 @@ def test_version_and_help_describe_every_command() -> None:
     assert "--state-dir" in sandbox_help and "MEDIABOT_" in sandbox_help
 
 
+def test_every_command_and_subcommand_has_help() -> None:
+    import typer.main
+
+    root = typer.main.get_command(app)
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        found = [path]
+        for name, sub in getattr(command, "commands", {}).items():
+            found += walk(sub, [*path, name])
+        return found
+
+    paths = walk(root, [])
+    assert {"serve", "sandbox", "demo", "transcribe", "recordings"} <= {p[0] for p in paths if p}
+    assert ["recordings", "search"] in paths
+    for path in paths:
+        result = runner.invoke(app, [*path, "--help"])
+        assert result.exit_code == 0, path
+        assert "Usage:" in result.stdout and len(result.stdout.split("Options")[0]) > 60, path
+    demo_help = runner.invoke(app, ["demo", "--help"]).stdout
+    assert "--scenario" in demo_help and "--graph-only" in demo_help and "--json" in demo_help
+
+
 def test_the_graph_only_demo_runs_the_sandbox_in_its_own_process_and_every_step_passes() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "mediabot", "demo", "--graph-only", "--json"],

@@ -29,6 +29,7 @@ from mediabot.media.vad import SegmenterParams
 from mediabot.metrics import CallsCollector, MediaCollector
 from mediabot.service.live import LiveView
 from mediabot.service.routes import calling, console, live, notifications, v1, whip
+from mediabot.service.routes import recordings as recordings_api
 from mediabot.service.transcription import Recordings
 
 __all__ = ["call_config", "create_app", "media_options"]
@@ -168,6 +169,7 @@ def create_app(
     app.include_router(v1.router)
     app.include_router(whip.router)
     app.include_router(live.router)
+    app.include_router(recordings_api.router)
     app.include_router(console.router)
     # This app's calls and streams, read at scrape time; the process-wide instruments live in the default registry.
     scraped = CollectorRegistry(auto_describe=False)

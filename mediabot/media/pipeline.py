@@ -2,11 +2,13 @@
 
 A source's frames arrive decoded (Opus: 48 kHz stereo; PCMU: 8 kHz mono) with their RTP timestamps. The pipeline
 
-1. anchors the source on the call timeline from its first second of frames: it takes the earliest
-   ``arrival - media time`` (the least-delayed frame; the jitter buffer releases its first frames in a burst and
-   network jitter delays some), so a late join starts at the right place (leading silence). A shorter window leaves
-   a jittery stream placed late (measured: 6-20 ms behind a clean one with 40 ms of jitter over 10 frames, 1-2 ms
-   over 50); the frames wait for that second once, at the start of the stream;
+1. anchors the source on the call timeline by the earliest ``arrival - media time`` (the least-delayed frame; the
+   jitter buffer releases its first frames in a burst and network jitter delays some), so a late join starts at the
+   right place (leading silence). It anchors provisionally after its first 100 ms, so that speech at the start of
+   a stream is not held back, and keeps refining over the stream's first second: a provisional anchor on a
+   jittery stream is late (measured: 6-20 ms behind a clean one with 40 ms of jitter over 10 frames, 1-2 ms over
+   50), and when a less-delayed frame shows by how much, that many samples of the upcoming output are dropped, once,
+   so the rest of the stream sits exactly where it belongs (``stats.realigned_samples``);
 2. from then on places every frame by its RTP timestamp alone (unwrapped, integer arithmetic): loss and gaps become
    silence, and the position never drifts from the sender's clock, however long the call;
 3. downmixes to mono and resamples once to 16 kHz (soxr's streaming resampler: a proper anti-alias filter, state kept
@@ -37,7 +39,9 @@ logger = logging.getLogger(__name__)
 
 Int16Array = npt.NDArray[np.int16]
 
-SETTLE_FRAMES = 50
+SETTLE_FRAMES = 5  # the provisional anchor: 100 ms
+REFINE_FRAMES = 50  # the anchor is refined over the stream's first second
+MIN_REALIGN_SAMPLES = SAMPLE_RATE // 500  # 2 ms: finer corrections are not worth a discontinuity
 MAX_FILLED_GAP_S = 1.0
 _U32 = 1 << 32
 
@@ -80,6 +84,7 @@ class PipelineStats:
     frames_out: int = 0
     gap_samples: int = 0
     late_frames: int = 0
+    realigned_samples: int = 0
     first_position: int | None = None
 
 
@@ -105,12 +110,24 @@ class StreamPipeline:
         self._in_next = 0
         self._anchored = False
         self._settle: list[tuple[int | None, float, Int16Array]] = []
+        self._start = 0.0  # the anchor: the least-delayed ``arrival - media time`` seen (monotonic seconds)
+        self._refining = 0  # frames left in which a less-delayed frame still moves the anchor
+        self._drop = 0  # output samples still to drop to move onto a refined anchor
+        self._packet = 0  # the last frame's length in output samples (20 ms: 320)
         self._closed = False
 
     @property
     def position(self) -> int:
         """Timeline position of the next sample this source will emit (its end so far)."""
         return self._out_pos + self._filled
+
+    def arrival_of(self, position: int) -> float | None:
+        """When the packet carrying timeline sample ``position`` reached us on the least-delayed path (monotonic
+        seconds; None before anchoring): a packet's samples all arrive with its first one."""
+        if not self._anchored or self._packet <= 0:
+            return None
+        packet_start = (position - self._base) // self._packet * self._packet
+        return self._start + packet_start / SAMPLE_RATE
 
     @property
     def anchored(self) -> bool:
@@ -129,7 +146,11 @@ class StreamPipeline:
             if len(self._settle) >= SETTLE_FRAMES:
                 self._anchor()
             return
-        self._place(pts, samples)
+        at = self._unwrap(pts) if pts is not None else self._in_next
+        if self._refining:
+            self._refining -= 1
+            self._refine(arrival - at / self._rate)
+        self._place_at(at, samples)
 
     def close(self) -> None:
         """End of the stream: anchor what is settling, flush the resampler and the last partial frame (padded)."""
@@ -178,6 +199,8 @@ class StreamPipeline:
             media.append(at)
             expected = at + samples.size // self._channels
         start = min(arrival - at / self._rate for (_, arrival, _), at in zip(frames, media, strict=True))
+        self._start = start
+        self._refining = max(REFINE_FRAMES - len(frames), 0)
         self._base = self.clock.position_of(start)
         self._out_pos = self._base
         self._in_next = 0
@@ -186,12 +209,19 @@ class StreamPipeline:
         for (_, _, samples), at in zip(frames, media, strict=True):
             self._place_at(at, samples)
 
-    def _place(self, pts: int | None, samples: Int16Array) -> None:
-        at = self._unwrap(pts) if pts is not None else self._in_next
-        self._place_at(at, samples)
+    def _refine(self, estimate: float) -> None:
+        """A frame arrived less delayed than the anchor says: move the anchor earlier, dropping the difference."""
+        shift = round((self._start - estimate) * SAMPLE_RATE)
+        if shift < MIN_REALIGN_SAMPLES:
+            return
+        self._start = estimate
+        self._base -= shift
+        self._drop += shift
+        self.stats.realigned_samples += shift
 
     def _place_at(self, at: int, samples: Int16Array) -> None:
         count = samples.size // self._channels
+        self._packet = count * SAMPLE_RATE // self._rate
         if at + count <= self._in_next:
             self.stats.late_frames += 1
             return
@@ -209,7 +239,10 @@ class StreamPipeline:
                 # A long gap: finish the filter, restart it exactly where the next frame belongs.
                 self._emit(self._resampler.resample_chunk(self._zeros[:0], last=True))
                 self._resampler = soxr.ResampleStream(self._rate, SAMPLE_RATE, 1, dtype="int16", quality="HQ")
-                self._skip_to(self._base + at * SAMPLE_RATE // self._rate)
+                target = self._base + at * SAMPLE_RATE // self._rate
+                # Ahead of it (a refined anchor not yet caught up with): drop; behind: silence up to it.
+                self._drop = max(self.position - target, 0)
+                self._skip_to(target)
         self._emit(self._resampler.resample_chunk(mono))
         self._in_next = at + mono.size
 
@@ -233,6 +266,9 @@ class StreamPipeline:
         """Append resampler output to the current frame; every full frame goes to the sinks."""
         offset = 0
         total = out.size
+        if self._drop:
+            offset = min(self._drop, total)
+            self._drop -= offset
         while offset < total:
             take = min(FRAME_SAMPLES - self._filled, total - offset)
             self._frame[self._filled : self._filled + take] = out[offset : offset + take]

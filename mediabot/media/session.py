@@ -134,9 +134,9 @@ class MediaOptions:
 class SourceAnalysis:
     """The sinks of one source in one object (one call per frame): recorder track, VAD segmenter, DTMF detector.
 
-    It also measures each speech start: from the moment the onset's audio arrived (its place on the call timeline,
-    which is anchored on the least-delayed packet) to the moment the segmenter declared speech — and the part of
-    that spent after the start window was complete (jitter buffer, decode, resampling, VAD).
+    It also measures each speech start: from the moment the onset's audio arrived (on the least-delayed path, as the
+    source's pipeline anchored it) to the moment the segmenter declared speech — and the part of that spent after
+    the start window was complete (jitter buffer, decode, resampling, VAD).
     """
 
     def __init__(self, session: MediaSession, source_id: str) -> None:
@@ -146,6 +146,7 @@ class SourceAnalysis:
         self.segmenter = SpeechSegmenter(create_vad(options.vad_backend, options.vad_aggressiveness), options.segmenter)
         self.dtmf = DtmfDetector(SAMPLE_RATE)
         self.track: TrackWriter | None = None
+        self.pipeline: StreamPipeline | None = None  # the current connection's: it knows when audio arrived
         self.end_position = 0
         self.segments = 0
         self.speech_samples = 0
@@ -175,7 +176,7 @@ class SourceAnalysis:
             self._closed(segment)
         if segmenter.onsets != self._onsets:
             self._onsets = segmenter.onsets
-            self._speech_started(segmenter.onset, position + frame.size)
+            self._speech_started(segmenter.onset, position + frame.size)  # decided by this frame's last sample
         tone = self.dtmf.process(position, frame)
         if tone is not None:
             self._tone(tone)
@@ -185,11 +186,13 @@ class SourceAnalysis:
             self.level_dbfs = level_dbfs(frame)
 
     def _speech_started(self, onset: int, decided: int) -> None:
-        clock = self.session.clock
-        if clock.origin is None:
+        pipeline = self.pipeline
+        onset_arrival = pipeline.arrival_of(onset) if pipeline is not None else None
+        decided_arrival = pipeline.arrival_of(decided - 1) if pipeline is not None else None
+        if onset_arrival is None or decided_arrival is None:
             return
-        now = clock.now() - clock.origin
-        start = SpeechStart(onset, now - onset / SAMPLE_RATE, now - decided / SAMPLE_RATE)
+        now = self.session.clock.now()
+        start = SpeechStart(onset, now - onset_arrival, now - decided_arrival)
         self.start_latency = start
         SPEECH_START_LATENCY.observe(max(start.latency_s, 0.0))
         SPEECH_START_PIPELINE.observe(max(start.pipeline_s, 0.0))
@@ -436,6 +439,7 @@ class MediaSession:
         if analysis is None:
             analysis = self._analysis[connection.source_id] = SourceAnalysis(self, connection.source_id)
         connection.pipeline.sinks.append(analysis)
+        analysis.pipeline = connection.pipeline
         self._connections[connection.resource_id] = connection
         entry = self._roster.get(connection.source_id)
         connection.task = asyncio.get_running_loop().create_task(
@@ -648,8 +652,9 @@ class MediaSession:
 
     def _recording(self) -> CallRecorder:
         if self._recorder is None:
-            # A source's frames reach the recorder up to ~1.2 s after they were due (the pipeline's settling second
-            # plus the jitter buffer): stalled tracks are padded only behind that, so a late joiner's start is kept.
+            # A source's frames reach the recorder a few hundred ms after they were due (the pipeline's first 100 ms,
+            # the jitter buffer, a stalled peer): stalled tracks are padded only behind that, with a wide margin,
+            # so a late joiner's start is kept.
             self._recorder = CallRecorder(
                 self._paths(),
                 self._io,

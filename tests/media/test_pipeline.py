@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
-from mediabot.media.pipeline import SETTLE_FRAMES, StreamPipeline, TimelineClock
+from mediabot.media.pipeline import REFINE_FRAMES, SETTLE_FRAMES, StreamPipeline, TimelineClock
 
 RATE = 48_000
 FRAME_IN = RATE // 50
@@ -84,6 +84,10 @@ def test_continuous_audio_is_resampled_and_placed_from_zero() -> None:
     assert correlation(out[200:-400], expected_16k(signal)[200:-400]) > 0.999
     assert pipeline.stats.frames_in == 100
     assert pipeline.position == 2 * SAMPLE_RATE  # exactly: no sample gained or lost
+    # Each sample's packet arrived at 100.0 + its packet's start: a packet's samples all arrive together.
+    assert pipeline.arrival_of(0) == pytest.approx(100.0)
+    assert pipeline.arrival_of(FRAME_SAMPLES - 1) == pytest.approx(100.0)
+    assert pipeline.arrival_of(SAMPLE_RATE + 5) == pytest.approx(101.0)
 
 
 def test_late_join_is_leading_silence_at_the_right_place() -> None:
@@ -118,23 +122,41 @@ def test_loss_and_gaps_are_silence_and_the_timeline_stays_exact() -> None:
     pipeline = StreamPipeline(clock, [sink])
     signal = tone(4.0)
     rng = np.random.default_rng(7)
-    lost = {int(k) for k in rng.choice(np.arange(SETTLE_FRAMES, 200), size=10, replace=False)}
+    lost = {int(k) for k in rng.choice(np.arange(REFINE_FRAMES, 200), size=10, replace=False)}
     # A long silence (3 s, more than the filled-gap limit) between two talk spurts.
     long_gap = set(range(120, 170))
     jitter = rng.uniform(0, 0.04, size=200)
     feed(pipeline, signal, start=0.0, drop=lost | long_gap, jitter=jitter)
     pipeline.close()
-    assert pipeline.position == 4 * SAMPLE_RATE
+    # The provisional anchor (first 100 ms) was late by some of the jitter; refined over the first second, the
+    # difference was dropped once, and from then on every sample sits exactly where its timestamp says.
+    realigned = pipeline.stats.realigned_samples
+    assert 0 < realigned < 0.04 * SAMPLE_RATE
+    # (the stream's last partial frame is padded to a whole one)
+    assert 4 * SAMPLE_RATE - realigned <= pipeline.position < 4 * SAMPLE_RATE - realigned + FRAME_SAMPLES
     out = sink.signal(4 * SAMPLE_RATE)
     expected = expected_16k(signal)
     for k in sorted(lost | long_gap):
         lo, hi = k * FRAME_SAMPLES + 40, (k + 1) * FRAME_SAMPLES - 40  # away from the filter's edges
-        assert np.abs(out[lo:hi]).max() < 400, k
-    kept = [k for k in range(200) if k not in lost | long_gap and k - 1 not in lost | long_gap]
+        assert np.abs(out[lo - realigned : hi - realigned]).max() < 400, k
+    kept = [k for k in range(REFINE_FRAMES, 200) if k not in lost | long_gap and k - 1 not in lost | long_gap]
     kept = [k for k in kept if k + 1 not in lost | long_gap]
     idx = np.concatenate([np.arange(k * FRAME_SAMPLES + 40, (k + 1) * FRAME_SAMPLES - 40) for k in kept])
-    assert correlation(out[idx], expected[idx]) > 0.99
+    assert correlation(out[idx - realigned], expected[idx]) > 0.99
     assert pipeline.stats.gap_samples == len(lost | long_gap) * FRAME_SAMPLES
+
+
+def test_a_stream_is_heard_after_100_ms_not_after_its_anchoring_second() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(0.2)
+    for k in range(SETTLE_FRAMES):
+        assert not sink.frames
+        pipeline.push(k * FRAME_IN, RATE, 2, stereo(signal[k * FRAME_IN : (k + 1) * FRAME_IN]), k * 0.02)
+    # The resampler holds back a few ms of its filter: all but the last frame are out.
+    assert len(sink.frames) >= SETTLE_FRAMES - 1
+    assert pipeline.stats.realigned_samples == 0  # a clean stream needs no correction
 
 
 def test_rtp_timestamp_wrap_around() -> None:

@@ -26,6 +26,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 err = Console(stderr=True)
+SHUTDOWN_GRACE_S = 5
 
 
 def _register_recordings() -> None:
@@ -127,10 +128,16 @@ def serve(
         application,
         log_config=None,
         access_log=False,
+        # On SIGTERM, requests get this long to finish, then the lifespan's shutdown runs (calls hung up, files
+        # finished).
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
         ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
         ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
     )
-    uvicorn.Server(config).run(sockets=[sock])
+    server = uvicorn.Server(config)
+    # Live event streams end themselves once uvicorn was told to stop, so a shutdown need not wait for the grace.
+    application.state.stopping = lambda: server.should_exit
+    server.run(sockets=[sock])
 
 
 @app.command()

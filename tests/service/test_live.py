@@ -58,3 +58,17 @@ def test_the_console_cookie_opens_the_api_and_guards_state_changes(service: Serv
     assert service.client.delete(f"/v1/sessions/{opened.json()['session_id']}", headers=own).status_code == 200
     forged = {"Authorization": "", "Cookie": f"mediabot_console={cookie[:-2]}xx"}
     assert service.client.get("/v1/live", headers=forged).status_code == 401
+
+
+def test_the_event_stream_ends_when_the_server_is_stopping(service: ServiceServer) -> None:
+    stopping = False
+    service.app.state.stopping = lambda: stopping
+    with service.client.stream("GET", "/v1/live/events", params={"interval": 0.1}) as events:
+        received = 0
+        for line in events.iter_lines():
+            if line.startswith("data: "):
+                received += 1
+                stopping = received >= 2  # uvicorn was told to stop: the stream must end by itself
+            if received > 20:
+                break  # it did not end
+    assert received == 2

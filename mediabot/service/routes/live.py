@@ -47,9 +47,12 @@ async def live_events(
 ) -> StreamingResponse:
     """The same snapshot as a ``text/event-stream``: one ``data:`` event every ``interval`` seconds."""
 
+    stopping = getattr(request.app.state, "stopping", None) or (lambda: False)
+
     async def events() -> AsyncIterator[str]:
         yield f"retry: {int(interval * 2000)}\n\n"
-        while not await request.is_disconnected():
+        # Until the client goes, or the server is stopping (the console's EventSource reconnects to its successor).
+        while not stopping() and not await request.is_disconnected():
             yield f"data: {json.dumps(view.snapshot(), separators=(',', ':'))}\n\n"
             await asyncio.sleep(interval)
 

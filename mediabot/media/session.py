@@ -721,7 +721,9 @@ class MediaSession:
             ticks += 1
             if ticks % RTP_POLL_TICKS == 0:
                 for connection in list(self._connections.values()):
-                    await connection.poll_rtp()
+                    # A report only: a connection's transport failing must not stop the ticks the recorder needs.
+                    with contextlib.suppress(Exception):
+                        await connection.poll_rtp()
             if self._recorder is not None and self.clock.origin is not None:
                 self._recorder.tick(self.clock.position())
             if self._pending_events and self._gate and self.clock.origin is not None:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import hmac
 import time
+from urllib.parse import urlsplit
 
 from fastapi import Request
 
@@ -57,10 +58,15 @@ def is_console_session(value: str | None, key: str | None, *, now: float | None 
     return hmac.compare_digest(signature.encode(), _signature(key, expires).encode())
 
 
-def same_origin(request: Request) -> bool:
-    """Whether the request's ``Origin`` is this server's own (for cookie-authenticated state changes)."""
+def same_origin(request: Request, public_url: str = "") -> bool:
+    """Whether the request's ``Origin`` is this server's own (for cookie-authenticated state changes): the host it
+    was addressed to, or the public URL's origin (behind a proxy that rewrites ``Host``)."""
     origin = request.headers.get("origin")
     if origin is None:
         return False
     host = request.headers.get("host", "")
-    return origin in (f"https://{host}", f"http://{host}")
+    public = urlsplit(public_url)
+    allowed = {f"https://{host}", f"http://{host}"}
+    if public.scheme and public.netloc:
+        allowed.add(f"{public.scheme}://{public.netloc}")
+    return origin in allowed

@@ -65,7 +65,7 @@ async def require_api_key(
     if key_matches(credentials.credentials if credentials else None, expected):
         return
     if is_console_session(request.cookies.get(CONSOLE_COOKIE), expected):
-        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request):
+        if request.method not in ("GET", "HEAD", "OPTIONS") and not same_origin(request, settings.public_url):
             raise HTTPException(403, "a console request must come from the console's own origin")
         return
     raise HTTPException(401, "a valid API key is required", headers={"WWW-Authenticate": "Bearer"})

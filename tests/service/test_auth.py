@@ -26,3 +26,20 @@ def test_the_key_comparison_needs_a_configured_key() -> None:
     assert key_matches("k", "k")
     assert not key_matches("k", None) and not key_matches(None, "k") and not key_matches("", "")
     assert not key_matches("k", "K")
+
+
+def test_the_console_origin_is_the_addressed_host_or_the_public_url() -> None:
+    from starlette.requests import Request
+
+    from mediabot.service.auth import same_origin
+
+    def request(origin: str | None, host: str = "10.0.0.5:8080") -> Request:
+        headers = [(b"host", host.encode())] + ([(b"origin", origin.encode())] if origin else [])
+        return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+    assert same_origin(request("http://10.0.0.5:8080"))
+    assert not same_origin(request(None))
+    assert not same_origin(request("https://evil.example"))
+    # Behind a proxy that rewrites Host, the public URL's origin is the console's.
+    assert same_origin(request("https://bot.example.com"), "https://bot.example.com/base")
+    assert not same_origin(request("https://bot.example.com.evil.example"), "https://bot.example.com")

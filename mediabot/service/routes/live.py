@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
+from mediabot.media.engine import MediaEngine
 from mediabot.service.deps import MediaDep, require_api_key
 from mediabot.service.live import LiveView
 
@@ -59,7 +60,7 @@ async def live_events(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def _engine(media: MediaDep) -> Any:
+def _engine(media: MediaDep) -> MediaEngine:
     if media is None:
         raise HTTPException(409, "this instance has no media engine (MEDIABOT_MEDIA is not app-hosted)")
     return media

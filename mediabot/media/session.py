@@ -152,7 +152,6 @@ class SourceAnalysis:
         self.speech_samples = 0
         self.level_dbfs = LEVEL_FLOOR_DBFS
         self.start_latency: SpeechStart | None = None
-        self.keypad_segments = 0
         self._onsets = 0
         self._frames = 0
         self._tones: deque[tuple[int, int]] = deque(maxlen=TONES_REMEMBERED)
@@ -213,7 +212,6 @@ class SourceAnalysis:
         """A segment closed: speech goes on to the session; keypad tones the VAD took for speech do not."""
         start = self._take_latency(segment)
         if self._keypad(segment):
-            self.keypad_segments += 1
             return
         self.session._segment(self.source_id, segment, start)
 
@@ -269,7 +267,6 @@ class SourceConnection:
     codec: str = ""
     task: asyncio.Task[None] | None = None
     ended: bool = False
-    packets_received: int = 0
     packets_lost: int = 0
     jitter_s: float = 0.0
 
@@ -278,7 +275,6 @@ class SourceConnection:
         report = await self.transceiver.receiver.getStats()
         for stats in report.values():
             if isinstance(stats, RTCInboundRtpStreamStats):
-                self.packets_received = stats.packetsReceived
                 self.packets_lost = max(stats.packetsLost, 0)
                 self.jitter_s = stats.jitter / 48000 if self.codec.lower() == "audio/opus" else stats.jitter / 8000
 
@@ -410,6 +406,7 @@ class MediaSession:
                     "speaking_s": round(speech / SAMPLE_RATE, 2),
                     "frames_received": connection.pipeline.stats.frames_in if connection else None,
                     "packets_lost": connection.packets_lost if connection else None,
+                    "jitter_ms": round(connection.jitter_s * 1000, 1) if connection else None,
                 }
             )
         return {

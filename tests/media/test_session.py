@@ -48,6 +48,7 @@ async def test_speech_start_is_timed_and_the_live_view_follows_it(whip_server: W
     assert speaking is not None
     assert speaking["participant_id"] == "p-ada" and speaking["display_name"] == "Ada"
     assert speaking["connected"] is True and speaking["codec"] == "audio/opus"
+    assert speaking["jitter_ms"] >= 0 and speaking["packets_lost"] == 0
     await track.finished.wait()
     await until(lambda: (s := source()) is not None and not s["speaking"], "the speech to end")
     live = session.live()

@@ -248,7 +248,12 @@ class LiveProgress:
         self._console = console
         self._title = title
         self._live: Live | None = None
-        self._seen: dict[str, Any] = {"state": None, "speaking": set(), "tones": "", "lines": 0}
+        # What was last shown: the media of an ended call stays as it was; change lines are printed once.
+        self._media: dict[str, Any] | None = None
+        self._state: str | None = None
+        self._speaking: set[str] = set()
+        self._tones = ""
+        self._lines = 0
 
     def __enter__(self) -> LiveProgress:
         if self._console.is_terminal:
@@ -263,8 +268,8 @@ class LiveProgress:
     def update(self, call: dict[str, Any]) -> None:
         """Show the call's latest snapshot (an ended call's media is shown as it last was)."""
         if call.get("media") is None:
-            call = {**call, "media": self._seen.get("media")}
-        self._seen["media"] = call.get("media")
+            call = {**call, "media": self._media}
+        self._media = call.get("media")
         if self._live is not None:
             self._live.update(self._render(call))
         else:
@@ -303,26 +308,25 @@ class LiveProgress:
         return Group(*parts)
 
     def _print_changes(self, call: dict[str, Any]) -> None:
-        seen = self._seen
         out = self._console
-        if call.get("state") != seen["state"]:
-            seen["state"] = call.get("state")
-            out.print(f"  call {seen['state']}", highlight=False)
+        if call.get("state") != self._state:
+            self._state = call.get("state")
+            out.print(f"  call {self._state}", highlight=False)
         for source in self._people(call):
             name = source.get("display_name") or f"source {source['source_id']}"
-            if source.get("speaking") and name not in seen["speaking"]:
+            if source.get("speaking") and name not in self._speaking:
                 out.print(f"  {name} speaking (segment {int(source.get('segments', 0)) + 1})", highlight=False)
-                seen["speaking"].add(name)
+                self._speaking.add(name)
             elif not source.get("speaking"):
-                seen["speaking"].discard(name)
+                self._speaking.discard(name)
         tones = (call.get("media") or {}).get("tones") or ""
-        if tones and tones != seen["tones"]:
+        if tones and tones != self._tones:
             out.print(f"  tones heard: {tones}", highlight=False)
-            seen["tones"] = tones
+            self._tones = tones
         transcript = call.get("transcript") or []
-        for line in transcript[seen["lines"] :]:
+        for line in transcript[self._lines :]:
             out.print(f"  {line.get('display_name') or '?'}: {line.get('text')}", highlight=False)
-        seen["lines"] = max(seen["lines"], len(transcript))
+        self._lines = max(self._lines, len(transcript))
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:

@@ -14,7 +14,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -134,16 +134,16 @@ class MediaEngine:
         session = MediaSession(self.options, self._io, standalone=True, speech_sink=self._speech)
         self._sessions[session.id] = session
         session.on_empty = self._standalone_empty
-        task = asyncio.get_running_loop().create_task(
-            self._expire_unused(session, unused_timeout_s), context=session.log_context()
-        )
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._spawn(session, self._expire_unused(session, unused_timeout_s))
         logger.info("media session %s opened (standalone)", session.id)
         return session
 
     def _standalone_empty(self, session: MediaSession) -> None:
-        task = asyncio.get_running_loop().create_task(self._close(session), context=session.log_context())
+        self._spawn(session, self._close(session))
+
+    def _spawn(self, session: MediaSession, work: Coroutine[Any, Any, Any]) -> None:
+        """Run ``work`` for ``session`` as a task the engine keeps (cancelled at stop), logging with its ids."""
+        task = asyncio.get_running_loop().create_task(work, context=session.log_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

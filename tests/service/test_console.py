@@ -6,7 +6,6 @@ The console's behaviour in a real browser is in ``test_console_browser.py``.
 from __future__ import annotations
 
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from mediabot.sandbox import SandboxServer
 from tests.service.conftest import API_KEY, ServiceServer
+from tests.service.pages import parsed, public_get
 
 # What the browser tests (and anyone scripting the console) select on, present in the page before any script runs.
 TEST_IDS = {
@@ -62,60 +62,8 @@ TEST_IDS = {
 }
 
 
-class _Page(HTMLParser):
-    """Collects ids, test ids, scripts, stylesheets and anything the strict CSP would block."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ids: set[str] = set()
-        self.test_ids: set[str] = set()
-        self.scripts: list[tuple[str, str | None]] = []
-        self.stylesheets: list[str] = []
-        self.inline: list[str] = []
-        self._in_script = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = dict(attrs)
-        if values.get("id"):
-            self.ids.add(str(values["id"]))
-        if values.get("data-testid"):
-            self.test_ids.add(str(values["data-testid"]))
-        self.inline.extend(f"<{tag} {name}=…>" for name in values if name == "style" or name.startswith("on"))
-        if tag == "style":
-            self.inline.append("<style>")
-        if tag == "script":
-            self._in_script = True
-            if values.get("src"):
-                self.scripts.append((str(values["src"]), values.get("type")))
-            else:
-                self.inline.append("<script> without src")
-        if tag == "link" and values.get("rel") == "stylesheet":
-            self.stylesheets.append(str(values["href"]))
-        if tag == "a" and str(values.get("href", "")).startswith("javascript:"):
-            self.inline.append("javascript: link")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "script":
-            self._in_script = False
-
-    def handle_data(self, data: str) -> None:
-        if self._in_script and data.strip():
-            self.inline.append("inline script text")
-
-
-def _get(service: ServiceServer, path: str, **kwargs: Any) -> httpx.Response:
-    # Signed out, as a browser first opens the page: the pages and their files are public.
-    return httpx.get(f"{service.base_url}{path}", verify=service.ssl_context, trust_env=False, **kwargs)
-
-
 def _post(service: ServiceServer, path: str, **kwargs: Any) -> httpx.Response:
     return httpx.post(f"{service.base_url}{path}", verify=service.ssl_context, trust_env=False, **kwargs)
-
-
-def _parsed(service: ServiceServer, path: str) -> _Page:
-    page = _Page()
-    page.feed(_get(service, path).text)
-    return page
 
 
 # -- login -------------------------------------------------------------------------------------------------------------
@@ -149,8 +97,8 @@ def test_the_right_key_sets_an_http_only_strict_secure_cookie(service: ServiceSe
     value = response.cookies["mediabot_console"]
     assert API_KEY not in value, "the cookie must not carry the key itself"
     session = {"Cookie": f"mediabot_console={value}"}
-    assert _get(service, "/v1/live", headers=session).status_code == 200
-    assert _get(service, "/v1/live").status_code == 401
+    assert public_get(service, "/v1/live", headers=session).status_code == 200
+    assert public_get(service, "/v1/live").status_code == 401
 
 
 def test_the_login_form_redirects_to_next_and_sets_the_cookie(service: ServiceServer) -> None:
@@ -204,7 +152,7 @@ def test_without_an_api_key_the_console_is_off(sandbox: SandboxServer, tmp_path:
     "path", ["/console", "/console/login", "/console/static/console.js", "/console/static/console.css"]
 )
 def test_every_console_file_carries_the_security_headers(service: ServiceServer, path: str) -> None:
-    response = _get(service, path)
+    response = public_get(service, path)
     assert response.status_code == 200
     csp = response.headers["content-security-policy"]
     directives = dict(d.strip().split(" ", 1) for d in csp.split(";") if d.strip())
@@ -217,11 +165,11 @@ def test_every_console_file_carries_the_security_headers(service: ServiceServer,
 
 
 def test_static_files_are_served_with_their_types(service: ServiceServer) -> None:
-    page = _get(service, "/console")
+    page = public_get(service, "/console")
     assert page.headers["content-type"] == "text/html; charset=utf-8"
-    script = _get(service, "/console/static/console.js")
+    script = public_get(service, "/console/static/console.js")
     assert script.headers["content-type"] == "text/javascript; charset=utf-8"
-    style = _get(service, "/console/static/console.css")
+    style = public_get(service, "/console/static/console.css")
     assert style.headers["content-type"].startswith("text/css")
     assert "--bg" in style.text
 
@@ -239,32 +187,32 @@ def test_static_files_are_served_with_their_types(service: ServiceServer) -> Non
     ],
 )
 def test_only_the_consoles_own_html_js_and_css_are_served(service: ServiceServer, name: str) -> None:
-    response = _get(service, f"/console/static/{name}")
+    response = public_get(service, f"/console/static/{name}")
     assert response.status_code == 404
     assert b"import" not in response.content
 
 
 def test_the_console_loads_only_its_own_files_and_nothing_inline(service: ServiceServer) -> None:
-    page = _parsed(service, "/console")
+    page = parsed(service, "/console")
     assert page.scripts == [("/console/static/console.js", "module")]
     assert page.stylesheets == ["/console/static/console.css"]
     assert page.inline == [], "the Content-Security-Policy would block these"
     missing = TEST_IDS - page.test_ids
     assert not missing, f"elements without their data-testid: {sorted(missing)}"
-    login = _parsed(service, "/console/login")
+    login = parsed(service, "/console/login")
     assert login.inline == [] and login.stylesheets == ["/console/static/console.css"]
 
 
 def test_every_element_the_script_looks_up_is_on_the_page(service: ServiceServer) -> None:
-    page = _parsed(service, "/console")
-    script = _get(service, "/console/static/console.js").text
+    page = parsed(service, "/console")
+    script = public_get(service, "/console/static/console.js").text
     looked_up = set(re.findall(r'\$\("([\w-]+)"\)', script))
     assert len(looked_up) > 20, "the script looks little up (the pattern no longer matches it)"
     assert looked_up <= page.ids, f"ids the script needs but the page lacks: {sorted(looked_up - page.ids)}"
 
 
 def test_the_script_talks_only_to_this_origin_and_never_parses_html(service: ServiceServer) -> None:
-    script = _get(service, "/console/static/console.js").text
+    script = public_get(service, "/console/static/console.js").text
     assert not re.search(r"https?://", script)  # connect-src 'self': the API by path only
     for sink in (
         r"\.(inner|outer)HTML\s*\+?=",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from mediabot.sandbox import SandboxServer
 from tests.media.conftest import RATE, offer_for
 from tests.service.conftest import API_KEY, ServiceServer
+from tests.service.pages import CHROMIUM_ARGS, chromium_path
 from tests.service.test_recordings_api import (
     CALL_KEY,
     CALL_LINES,
@@ -34,14 +34,6 @@ from tests.service.test_recordings_api import (
     write_call,
 )
 
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 UTTERANCE = SPEECH / "austen_0880.wav"  # 2.99 s, speech from 0.25 s to 2.77 s
 UTTERANCE_SPAN_S = (0.15, 2.9)  # what is published of it: the speech and a little around it
 WAIT_MS = 20_000  # a bound on waiting for the page, not a timing assertion
@@ -62,11 +54,8 @@ def service(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ServiceServer]:
 
 @contextlib.asynccontextmanager
 async def _chromium() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Chromium is needed for the console's browser tests: apt-get install chromium")
     async with async_playwright() as driver:
-        browser = await driver.chromium.launch(executable_path=executable, args=LAUNCH_ARGS)
+        browser = await driver.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, Route
 from mediabot.audio import SAMPLE_RATE
 from mediabot.sandbox import SandboxServer
 from tests.service.conftest import API_KEY, ServiceServer, wait_for
+from tests.service.pages import CHROMIUM_ARGS, chromium_path
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
 UTTERANCE = SPEECH / "austen_0930.wav"  # "he might even have been made amiable himself", speech 0.27-3.04 s
@@ -41,16 +41,7 @@ BAND_HZ = (300.0, 3400.0)
 MIN_BAND_CORRELATION = 0.95  # measured 0.980-0.981
 MIN_FULL_CORRELATION = 0.7  # measured 0.804-0.806
 MAX_CONTROL_CORRELATION = 0.35  # measured 0.09-0.18 (time-reversed input, another utterance of the same reader)
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-]
+LAUNCH_ARGS = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--allow-loopback-in-peer-connection"]
 
 
 def _read_wav(path: Path) -> tuple[int, npt.NDArray[np.int16]]:
@@ -114,11 +105,8 @@ def playwright() -> Iterator[Playwright]:
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright, capture_file: Path) -> Iterator[Browser]:
     """Headless Chromium whose fake microphone plays ``capture_file`` (each context grants the microphone or not)."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Chromium is needed for the browser tests: apt-get install chromium")
     browser = playwright.chromium.launch(
-        executable_path=executable, args=[*LAUNCH_ARGS, f"--use-file-for-fake-audio-capture={capture_file}"]
+        executable_path=chromium_path(), args=[*LAUNCH_ARGS, f"--use-file-for-fake-audio-capture={capture_file}"]
     )
     yield browser
     browser.close()

@@ -13,6 +13,7 @@ import numpy.typing as npt
 import soxr
 
 from mediabot.demo_call import summarize_call
+from mediabot.media.pipeline import REFINE_FRAMES
 from mediabot.sandbox._scenario import load_scenario, prepare
 
 CLIPS = Path(__file__).parent.parent / "mediabot" / "sandbox" / "scenarios"
@@ -112,6 +113,9 @@ def test_a_scripted_meeting_is_recorded_aligned_segmented_and_its_digits_heard(t
             good[lost : lost + 4] = False
         valid = np.repeat(good, FRAME)[: reference.size]
         assert valid.mean() > (0.7 if sent.dropped else 0.99)
+        # A stream's first second sits where its provisional anchor put it, up to a few ms late on a busy machine,
+        # until the refined anchor drops the difference (StreamPipeline): compare what comes after.
+        valid[: REFINE_FRAMES * FRAME] = False
         offset, corr = aligned(track, reference, int(sent.join_at * 16000), valid)
         assert corr >= 0.9, (name, corr)
         offsets[name] = offset

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
     media_ice_loopback: bool = Field(
         default=False, description="Also offer ICE host candidates on 127.0.0.1 (hosts with only loopback)."
     )
+    media_inline_receive: bool = Field(
+        default=True,
+        description="Decode each RTP packet as it arrives, on the event loop (no jitter-buffer prefetch, no decoder "
+        "thread hop); false uses aiortc's stock receive path.",
+    )
     max_sdp_bytes: int = Field(default=65_536, gt=0, le=1_000_000, description="Largest WHIP SDP offer, in bytes.")
     vad_backend: Literal["webrtc", "silero"] = Field(
         default="webrtc", description="Voice activity detector: webrtc (webrtcvad) or silero (the [silero] extra)."

@@ -30,6 +30,7 @@ from mediabot._errors import ConfigError
 __all__ = [
     "CHATTY_LOGGERS",
     "CONTEXT_FIELDS",
+    "PACKET_LOGGERS",
     "JsonFormatter",
     "LogContextFilter",
     "LogFormat",
@@ -231,13 +232,17 @@ def _level_number(level: str | int) -> int:
 
 #: Libraries that log routine work at INFO (httpx every request, aioice every ICE candidate pair).
 CHATTY_LOGGERS = ("httpx", "aioice")
+#: aiortc's RTP/RTCP/DTLS modules log every packet at DEBUG (a large share of a stream's CPU when on): they stay at
+#: INFO even at DEBUG, unless ``MEDIABOT_LOG_PACKETS=1``.
+PACKET_LOGGERS = ("aiortc.rtcrtpreceiver", "aiortc.rtcrtpsender", "aiortc.rtcdtlstransport", "aiortc.rtcsctptransport")
 
 
 def configure_logging(level: str | int = "INFO", fmt: LogFormat = "text", stream: TextIO | None = None) -> None:
     """(Re)configure the root logger: one handler on ``stream`` (default: ``sys.stderr`` now) in ``fmt``.
 
     Calling it again replaces the handler it installed before (others, such as pytest's, stay). The libraries in
-    :data:`CHATTY_LOGGERS` stay at WARNING unless ``level`` is DEBUG.
+    :data:`CHATTY_LOGGERS` stay at WARNING unless ``level`` is DEBUG; :data:`PACKET_LOGGERS` stay at INFO unless
+    ``MEDIABOT_LOG_PACKETS=1``.
     """
     number = _level_number(level)
     if fmt not in get_args(LogFormat):
@@ -253,6 +258,9 @@ def configure_logging(level: str | int = "INFO", fmt: LogFormat = "text", stream
     root.setLevel(number)
     for chatty in CHATTY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.DEBUG if number <= logging.DEBUG else logging.WARNING)
+    packets = os.environ.get("MEDIABOT_LOG_PACKETS") == "1"
+    for per_packet in PACKET_LOGGERS:
+        logging.getLogger(per_packet).setLevel(logging.NOTSET if packets else max(number, logging.INFO))
 
 
 def _env_choice(name: str, allowed: tuple[str, ...], default: str, environ: Mapping[str, str] | None) -> str:

@@ -8,12 +8,13 @@ read the same way by :class:`CallsCollector`. So the hot path pays nothing for b
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import Counter, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
     from mediabot.media.engine import MediaEngine
 
 __all__ = [
+    "FRAME_DELAY",
     "GRAPH_ERRORS",
     "GRAPH_REQUEST_SECONDS",
     "SPEECH_START_LATENCY",
     "SPEECH_START_PIPELINE",
     "CallsCollector",
+    "DelayHistogram",
     "MediaCollector",
 ]
 
@@ -43,6 +46,38 @@ SPEECH_START_PIPELINE = Histogram(
     "decode, resampling and VAD.",
     buckets=LATENCY_BUCKETS,
 )
+
+
+class DelayHistogram:
+    """A histogram of plain ints for the hot path (a bisect and two additions per observation, no lock).
+
+    Observed on the event loop only; :class:`MediaCollector` reads it at scrape time.
+    """
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one observation."""
+        self.counts[bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+
+    def family(self, name: str, documentation: str) -> HistogramMetricFamily:
+        """The Prometheus family (cumulative buckets) of what was observed so far."""
+        cumulative, running = [], 0
+        for edge, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            cumulative.append(("+Inf" if edge == float("inf") else repr(edge), running))
+        family = HistogramMetricFamily(name, documentation)
+        family.add_metric([], cumulative, sum_value=self.total)
+        return family
+
+
+FRAME_DELAY = DelayHistogram((0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0))
+"""RTP packet arrival → its audio through the pipeline and the sinks (reorder wait, decode, resample, VAD, record)."""
+
 GRAPH_REQUEST_SECONDS = Histogram(
     "mediabot_graph_request_seconds",
     "Duration of one Graph or token HTTP request (each retry counts on its own).",
@@ -108,3 +143,7 @@ class MediaCollector(Collector):
             family = CounterMetricFamily(name, documentation)
             family.add_metric([], getattr(totals, attribute) if totals is not None else 0)
             yield family
+        yield FRAME_DELAY.family(
+            "mediabot_media_frame_delay_seconds",
+            "RTP packet arrival to its audio having passed the pipeline and the sinks (inline receive only).",
+        )

@@ -22,6 +22,7 @@ from mediabot._errors import ConfigError
 from mediabot.cli import app, main
 from mediabot.logs import (
     CHATTY_LOGGERS,
+    PACKET_LOGGERS,
     bind_log_context,
     configure_logging,
     context_with_ids,
@@ -42,7 +43,7 @@ def _restore_logging() -> Iterator[None]:
     """Every test may reconfigure the root logger; put it back as it was."""
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in CHATTY_LOGGERS}
+    chatty = {name: logging.getLogger(name).level for name in (*CHATTY_LOGGERS, *PACKET_LOGGERS)}
     yield
     for handler in [h for h in root.handlers if h not in handlers]:
         root.removeHandler(handler)
@@ -336,3 +337,15 @@ def test_settings_use_the_same_values(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MEDIABOT_LOG_FORMAT", "xml")
     with pytest.raises(ValidationError, match="log_format"):
         Settings(_env_file=None)
+
+
+def test_per_packet_loggers_stay_quiet_at_debug_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """aiortc decides per receiver whether to log every packet; at our DEBUG it must not, unless asked."""
+    monkeypatch.delenv("MEDIABOT_LOG_PACKETS", raising=False)
+    configure_logging("DEBUG", stream=io.StringIO())
+    for name in PACKET_LOGGERS:
+        assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    assert logging.getLogger("aiortc.rtcpeerconnection").isEnabledFor(logging.DEBUG)
+    monkeypatch.setenv("MEDIABOT_LOG_PACKETS", "1")
+    configure_logging("DEBUG", stream=io.StringIO())
+    assert all(logging.getLogger(name).isEnabledFor(logging.DEBUG) for name in PACKET_LOGGERS)

@@ -52,8 +52,11 @@ SOURCE_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXY
 class MediaEngine:
     """All media sessions of this process; the app-hosted :class:`MediaProvider` and the WHIP endpoint's logic."""
 
-    def __init__(self, options: MediaOptions, *, now: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, options: MediaOptions, *, now: Callable[[], float] = time.monotonic, repair_on_start: bool = True
+    ) -> None:
         self.options = options
+        self._repair_on_start = repair_on_start
         self._now = now
         self._io = RecorderIO()
         self._sessions: dict[str, MediaSession] = {}
@@ -75,6 +78,8 @@ class MediaEngine:
             allow_loopback_candidates()
         self._io.start()
         self._started = True
+        if not self._repair_on_start:
+            return  # a media worker: the service repaired the folder before any worker started
         # Calls a killed process left half-written: fix their headers, equalise lengths, rebuild the mix tail.
         output = Path(self.options.output_dir)
         # Media file work runs on the engine's own IO thread, never on the loop's shared default executor.
@@ -117,10 +122,27 @@ class MediaEngine:
 
     # -- sessions ----------------------------------------------------------------------------------------------------
 
-    def open_session(self, call_id: str | None = None, *, gated: bool = False) -> MediaSession:
-        """A new media session for a call (gated: nothing is persisted until the recording gate opens)."""
+    def open_session(
+        self,
+        call_id: str | None = None,
+        *,
+        gated: bool = False,
+        session_id: str | None = None,
+        token: str | None = None,
+    ) -> MediaSession:
+        """A new media session for a call (gated: nothing is persisted until the recording gate opens).
+
+        ``session_id`` and ``token`` are made up unless given (a media worker gets them from the service).
+        """
         session = MediaSession(
-            self.options, self._io, call_id=call_id, gated=gated, listener=self._listener, speech_sink=self._speech
+            self.options,
+            self._io,
+            call_id=call_id,
+            gated=gated,
+            listener=self._listener,
+            speech_sink=self._speech,
+            session_id=session_id,
+            token=token,
         )
         self._sessions[session.id] = session
         if call_id is not None:
@@ -129,9 +151,17 @@ class MediaEngine:
         logger.info("media session %s opened for %s", session.id, owner)
         return session
 
-    def open_standalone(self, *, unused_timeout_s: float = STANDALONE_UNUSED_S) -> MediaSession:
+    def open_standalone(
+        self,
+        *,
+        unused_timeout_s: float = STANDALONE_UNUSED_S,
+        session_id: str | None = None,
+        token: str | None = None,
+    ) -> MediaSession:
         """A recorded session with no call: it ends when its last publisher leaves, or if none came in time."""
-        session = MediaSession(self.options, self._io, standalone=True, speech_sink=self._speech)
+        session = MediaSession(
+            self.options, self._io, standalone=True, speech_sink=self._speech, session_id=session_id, token=token
+        )
         self._sessions[session.id] = session
         session.on_empty = self._standalone_empty
         self._spawn(session, self._expire_unused(session, unused_timeout_s))
@@ -327,6 +357,7 @@ class MediaEngine:
             transceiver=transceiver,
             pipeline=StreamPipeline(session.clock),
             codec=codec,
+            answer_sdp=answer,
         )
         session.add_connection(connection)
         logger.info("media %s: source %s connected (%s)", session.key, source_id, codec)

@@ -38,6 +38,7 @@ from mediabot.logs import context_with_ids
 from mediabot.media.dtmf import DtmfDetector, DtmfTone
 from mediabot.media.pipeline import StreamPipeline, TimelineClock
 from mediabot.media.prompt import Prompt, PromptTrack
+from mediabot.media.receive import InlineAudioReceiver, attach, payload_codecs
 from mediabot.media.recorder import CallRecorder, RecorderIO, TrackWriter
 from mediabot.media.vad import SegmenterParams, SpeechSegment, SpeechSegmenter, create_vad
 from mediabot.metrics import SPEECH_START_LATENCY, SPEECH_START_PIPELINE
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+_warned_stock_receive = False
 
 MAIN_SOURCE = "main"
 TICK_S = 0.25
@@ -127,6 +129,7 @@ class MediaOptions:
     max_sdp_bytes: int = 64 * 1024
     record_ogg: bool = False
     ice_loopback: bool = False
+    inline_receive: bool = True
     prompt_dir: Any = None
     ca_bundle: Any = None
 
@@ -265,6 +268,8 @@ class SourceConnection:
     transceiver: RTCRtpTransceiver
     pipeline: StreamPipeline
     codec: str = ""
+    answer_sdp: str = ""
+    inline: InlineAudioReceiver | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
     packets_lost: int = 0
@@ -320,9 +325,11 @@ class MediaSession:
         speech_sink: Callable[[MediaSession, SpeechEvent], None] | None = None,
         standalone: bool = False,
         now: Callable[[], float] = time.monotonic,
+        session_id: str | None = None,
+        token: str | None = None,
     ) -> None:
-        self.id = secrets.token_urlsafe(12)
-        self.token = secrets.token_urlsafe(32)
+        self.id = session_id or secrets.token_urlsafe(12)
+        self.token = token or secrets.token_urlsafe(32)
         self.options = options
         self.call_id = call_id
         self.standalone = standalone
@@ -438,6 +445,8 @@ class MediaSession:
         connection.pipeline.sinks.append(analysis)
         analysis.pipeline = connection.pipeline
         self._connections[connection.resource_id] = connection
+        if self.options.inline_receive and connection.answer_sdp:
+            self._receive_inline(connection)
         entry = self._roster.get(connection.source_id)
         connection.task = asyncio.get_running_loop().create_task(
             self._read(connection),
@@ -455,6 +464,25 @@ class MediaSession:
                 self._ticker(), name=f"media tick {self.key}", context=self.log_context()
             )
         self.event("source_connected", source_id=connection.source_id, codec=connection.codec)
+
+    def _receive_inline(self, connection: SourceConnection) -> None:
+        """Decode the connection's RTP packets as they arrive (see :mod:`mediabot.media.receive`)."""
+        global _warned_stock_receive
+        resource_id = connection.resource_id
+
+        def failed(_exc: BaseException) -> None:
+            self._background(self.remove_connection(resource_id))
+
+        connection.inline = attach(
+            connection.transceiver.receiver,
+            connection.pipeline,
+            payload_codecs(connection.answer_sdp),
+            now=self.clock.now,
+            on_failure=failed,
+        )
+        if connection.inline is None and not _warned_stock_receive:
+            _warned_stock_receive = True
+            logger.warning("media: this aiortc cannot be hooked for inline receive; using its stock receive path")
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` as a task the session keeps (and awaits when it closes)."""
@@ -478,6 +506,8 @@ class MediaSession:
         if connection.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await connection.task
+        if connection.inline is not None:
+            connection.inline.close()
         connection.pipeline.close()
         analysis = self._analysis.get(connection.source_id)
         if analysis is not None and not any(c.source_id == connection.source_id for c in self._connections.values()):
@@ -716,6 +746,9 @@ class MediaSession:
         while not self._closed:
             await asyncio.sleep(TICK_S)
             ticks += 1
+            for connection in self._connections.values():
+                if connection.inline is not None:
+                    connection.inline.expire()
             if ticks % RTP_POLL_TICKS == 0:
                 for connection in list(self._connections.values()):
                     # A report only: a connection's transport failing must not stop the ticks the recorder needs.

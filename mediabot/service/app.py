@@ -73,6 +73,7 @@ def media_options(settings: Settings) -> MediaOptions:
         max_sdp_bytes=settings.max_sdp_bytes,
         record_ogg=settings.record_ogg,
         ice_loopback=settings.media_ice_loopback,
+        inline_receive=settings.media_inline_receive,
         prompt_dir=settings.prompt_dir,
         ca_bundle=settings.ca_bundle,
     )

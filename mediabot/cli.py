@@ -96,6 +96,14 @@ def serve(
     port: Annotated[int, typer.Option(help="TCP port.")] = 8080,
     ssl_certfile: Annotated[Path | None, typer.Option(help="PEM certificate, to serve HTTPS directly.")] = None,
     ssl_keyfile: Annotated[Path | None, typer.Option(help="PEM private key of --ssl-certfile.")] = None,
+    media_workers: Annotated[
+        int | None,
+        typer.Option(
+            min=-1,
+            help="Media worker processes (default: $MEDIABOT_MEDIA_WORKERS, else 0 = media in this process); "
+            "-1 = one per core, the production choice.",
+        ),
+    ] = None,
 ) -> None:
     """Run the bot: Graph's call notifications at /api/calling, the API at /v1, the web console at /console.
 
@@ -115,6 +123,8 @@ def serve(
         settings = Settings()
     except ValidationError as exc:
         raise ConfigError(f"invalid settings: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+    if media_workers is not None:
+        settings = settings.model_copy(update={"media_workers": media_workers})
     if not (ctx.obj or {}).get("log_chosen"):
         configure_logging(settings.log_level, settings.log_format)
     application = create_app(settings)

@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         description="Decode each RTP packet as it arrives, on the event loop (no jitter-buffer prefetch, no decoder "
         "thread hop); false uses aiortc's stock receive path.",
     )
+    media_workers: int = Field(
+        default=0,
+        ge=-1,
+        description="Media worker processes: 0 runs the media in the service process; N >= 1 spreads calls over N "
+        "processes (each call owned by one); -1 is one per core, the production choice.",
+    )
     max_sdp_bytes: int = Field(default=65_536, gt=0, le=1_000_000, description="Largest WHIP SDP offer, in bytes.")
     vad_backend: Literal["webrtc", "silero"] = Field(
         default="webrtc", description="Voice activity detector: webrtc (webrtcvad) or silero (the [silero] extra)."

@@ -11,7 +11,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from mediabot.calls import CallManager
-    from mediabot.media.engine import MediaEngine
+    from mediabot.media.plane import MediaPlane
 
 __all__ = [
     "FRAME_DELAY",
@@ -112,7 +112,7 @@ class CallsCollector(Collector):
 class MediaCollector(Collector):
     """Media sessions, streams and their frame counters (live sessions plus what closed ones delivered)."""
 
-    def __init__(self, engine: Callable[[], MediaEngine | None]) -> None:
+    def __init__(self, engine: Callable[[], MediaPlane[Any] | None]) -> None:
         self._engine = engine
 
     def collect(self) -> Iterator[Metric]:

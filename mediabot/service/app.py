@@ -9,6 +9,7 @@ import ssl
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
@@ -24,8 +25,10 @@ from mediabot.graph.callback_auth import CallbackAuthenticator
 from mediabot.graph.models import CallRecord
 from mediabot.graph.subscriptions import SubscriptionKeeper, SubscriptionSpec
 from mediabot.media.engine import MediaEngine
+from mediabot.media.plane import MediaPlane
 from mediabot.media.session import MediaOptions
 from mediabot.media.vad import SegmenterParams
+from mediabot.media.workers import MediaWorkers, media_worker_count
 from mediabot.metrics import CallsCollector, MediaCollector
 from mediabot.service.live import LiveView
 from mediabot.service.routes import calling, console, live, notifications, v1, whip
@@ -87,13 +90,17 @@ def create_app(
     clock: Clock | None = None,
 ) -> FastAPI:
     """Build the service: callbacks at /api/calling, webhooks at /api/notifications, the operator API at /v1,
-    WHIP at /media/whip. Unless ``media`` is given, ``settings.media`` picks app-hosted media (a MediaEngine) or
-    service-hosted."""
+    WHIP at /media/whip. Unless ``media`` is given, ``settings.media`` picks app-hosted media (a MediaEngine, or
+    MediaWorkers with ``settings.media_workers``) or service-hosted."""
     config = call_config(settings)
     the_bot = bot or Bot()
-    engine: MediaEngine | None = media if isinstance(media, MediaEngine) else None
+    engine: MediaPlane[Any] | None = media if isinstance(media, MediaEngine | MediaWorkers) else None
     if media is None and settings.media == "app-hosted":
-        engine = MediaEngine(media_options(settings))
+        workers = media_worker_count(settings.media_workers)
+        if workers >= 1:
+            engine = MediaWorkers(media_options(settings), workers)
+        else:
+            engine = MediaEngine(media_options(settings))
     provider: MediaProvider | None = engine if engine is not None else media
 
     @asynccontextmanager

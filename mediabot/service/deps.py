@@ -15,7 +15,7 @@ from mediabot.graph import GraphClient
 from mediabot.graph.callback_auth import CallbackAuthenticator
 from mediabot.graph.models import CallRecord
 from mediabot.graph.subscriptions import SubscriptionKeeper
-from mediabot.media.engine import MediaEngine
+from mediabot.media.plane import MediaPlane
 from mediabot.service.auth import CONSOLE_COOKIE, is_console_session, key_matches, same_origin
 
 __all__ = [
@@ -46,7 +46,7 @@ GraphDep = Annotated[GraphClient, Depends(_from_state("graph"))]
 BotDep = Annotated[Bot, Depends(_from_state("bot"))]
 AuthenticatorDep = Annotated[CallbackAuthenticator, Depends(_from_state("authenticator"))]
 KeeperDep = Annotated[SubscriptionKeeper | None, Depends(_from_state("keeper"))]
-MediaDep = Annotated[MediaEngine | None, Depends(_from_state("media"))]
+MediaDep = Annotated[MediaPlane[Any] | None, Depends(_from_state("media"))]
 CallRecordsDep = Annotated[deque[CallRecord], Depends(_from_state("call_records"))]
 
 _bearer = HTTPBearer(auto_error=False)

@@ -11,7 +11,7 @@ from collections import deque
 from typing import Any
 
 from mediabot.calls import CallManager
-from mediabot.media.engine import MediaEngine
+from mediabot.media.plane import MediaPlane
 from mediabot.transcribe.base import TranscriptEntry
 
 __all__ = ["TRANSCRIPT_LINES", "LiveView"]
@@ -23,7 +23,7 @@ ENDED_KEPT = 20
 class LiveView:
     """Snapshots of live calls and standalone media sessions, with each one's latest transcript lines."""
 
-    def __init__(self, manager: CallManager | None, engine: MediaEngine | None) -> None:
+    def __init__(self, manager: CallManager | None, engine: MediaPlane[Any] | None) -> None:
         self._manager = manager
         self._engine = engine
         self._transcripts: dict[str, deque[dict[str, Any]]] = {}

@@ -12,8 +12,8 @@ from mediabot._errors import ConfigError
 from mediabot.calls import CallManager
 from mediabot.config import Settings
 from mediabot.logs import log_context
-from mediabot.media.engine import MediaEngine
-from mediabot.media.session import MediaSession, SpeechEvent
+from mediabot.media.plane import MediaPlane, SessionView
+from mediabot.media.session import SpeechEvent
 from mediabot.store.index import INDEX_FILE, RecordingsIndex
 from mediabot.store.timeline import render_timeline
 from mediabot.transcribe.base import TranscriberUnavailable, TranscriptEntry
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 class Recordings:
     """What happens to a call's speech after the media plane: transcription (live, never lost) and the index."""
 
-    def __init__(self, settings: Settings, engine: MediaEngine, manager: CallManager) -> None:
+    def __init__(self, settings: Settings, engine: MediaPlane[Any], manager: CallManager) -> None:
         self._settings = settings
         self._engine = engine
         self._manager = manager
@@ -74,7 +74,7 @@ class Recordings:
         self._output.mkdir(parents=True, exist_ok=True)
         return RecordingsIndex(self._output / INDEX_FILE)
 
-    def _speech(self, session: MediaSession, event: SpeechEvent) -> None:
+    def _speech(self, session: SessionView, event: SpeechEvent) -> None:
         if self.live is None:
             return
         segment = event.segment
@@ -91,7 +91,7 @@ class Recordings:
             )
         )
 
-    def _closed(self, session: MediaSession) -> None:
+    def _closed(self, session: SessionView) -> None:
         if self.live is not None:
             self.live.call_ended(session.key)
         folder = Path(session.folder)

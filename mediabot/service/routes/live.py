@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
-from mediabot.media.engine import MediaEngine
+from mediabot.media.plane import MediaPlane
 from mediabot.service.deps import MediaDep, require_api_key
 from mediabot.service.live import LiveView
 
@@ -60,7 +60,7 @@ async def live_events(
     return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-store"})
 
 
-def _engine(media: MediaDep) -> MediaEngine:
+def _engine(media: MediaDep) -> MediaPlane[Any]:
     if media is None:
         raise HTTPException(409, "this instance has no media engine (MEDIABOT_MEDIA is not app-hosted)")
     return media

@@ -9,11 +9,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 
-from mediabot.media.engine import MediaEngine
+from mediabot.media.plane import MediaPlane
 from mediabot.media.whip import WhipBadOffer, WhipError, WhipNotFound
 from mediabot.service._body import read_limited
 from mediabot.service.deps import MediaDep
@@ -29,7 +29,7 @@ def _refusal(exc: WhipError) -> Response:
     return Response(str(exc), status_code=exc.status, media_type="text/plain", headers=headers)
 
 
-def _engine(media: MediaEngine | None) -> MediaEngine:
+def _engine(media: MediaPlane[Any] | None) -> MediaPlane[Any]:
     if media is None:
         raise WhipNotFound("this instance hosts no media (MEDIABOT_MEDIA=service-hosted)")
     return media

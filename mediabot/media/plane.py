@@ -1,0 +1,176 @@
+"""``MediaPlane``: what the service and the call plane use of app-hosted media, wherever the media runs.
+
+Two implementations: :class:`~mediabot.media.engine.MediaEngine` runs every session on the service's own event loop;
+:class:`~mediabot.media.workers.MediaWorkers` runs them in worker processes (one per core) and hands the service
+:class:`~mediabot.media.workers.RemoteSession` handles. :class:`SessionView` is what the service reads of a session
+(the console's live view, ``/v1/sessions``, transcription and indexing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from mediabot.media.blob import MediaConfigBlob
+from mediabot.media.session import MediaListener, MediaOptions, RosterEntry, SpeechEvent, StreamTotals
+
+__all__ = ["MediaPlane", "SessionView"]
+
+
+class SessionView(Protocol):
+    """What the service reads of one media session."""
+
+    @property
+    def id(self) -> str:
+        """The session id (the last segment of its WHIP endpoint)."""
+        ...
+
+    @property
+    def token(self) -> str:
+        """The bearer token its WHIP publishers present."""
+        ...
+
+    @property
+    def call_id(self) -> str | None:
+        """The call it belongs to (None: standalone, or a call being placed)."""
+        ...
+
+    @property
+    def standalone(self) -> bool:
+        """Whether it is a recorded session with no call."""
+        ...
+
+    @property
+    def key(self) -> str:
+        """The folder name of its outputs: the call id, or the session id."""
+        ...
+
+    @property
+    def closed(self) -> bool:
+        """Whether it ended."""
+        ...
+
+    @property
+    def folder(self) -> Any:
+        """The folder its outputs go to."""
+        ...
+
+    def live(self) -> dict[str, Any]:
+        """What is happening now (sources, who speaks, levels, counts), JSON-ready."""
+        ...
+
+    def totals(self) -> StreamTotals:
+        """Frame and packet counters of its streams."""
+        ...
+
+
+S = TypeVar("S", bound=SessionView)
+
+
+class MediaPlane(Protocol[S]):
+    """The media plane as the service drives it: sessions, WHIP, listeners, and the call plane's ``MediaProvider``."""
+
+    @property
+    def options(self) -> MediaOptions:
+        """The media settings."""
+        ...
+
+    async def start(self) -> None:
+        """Be ready to take sessions."""
+        ...
+
+    async def stop(self) -> None:
+        """Close every session (finishing its files) and stop."""
+        ...
+
+    def set_listener(self, listener: MediaListener) -> None:
+        """Who hears about speech, tones and media errors of calls (the CallManager)."""
+        ...
+
+    def add_speech_sink(self, sink: Callable[[S, SpeechEvent], None]) -> None:
+        """Also give every closed speech segment of every session to ``sink``."""
+        ...
+
+    def add_closed_listener(self, listener: Callable[[S], None]) -> None:
+        """Call ``listener`` once a session closed and its files are finished."""
+        ...
+
+    def sessions(self) -> Sequence[S]:
+        """Every open session."""
+        ...
+
+    def session(self, session_id: str) -> S | None:
+        """The open session with that id."""
+        ...
+
+    def for_call(self, call_id: str) -> S | None:
+        """The open session of a call."""
+        ...
+
+    def stream_totals(self) -> StreamTotals:
+        """Frame and packet counters of every stream so far (for ``/metrics``)."""
+        ...
+
+    def open_standalone(self, *, unused_timeout_s: float = ...) -> S:
+        """A recorded session with no call."""
+        ...
+
+    def blob_for(self, session: S) -> MediaConfigBlob:
+        """The media config blob naming the session's WHIP endpoint and bearer."""
+        ...
+
+    async def close_session(self, session_id: str) -> dict[str, Any] | None:
+        """End a session and finish its files; None if there is none."""
+        ...
+
+    def authorize(self, session_id: str, authorization: str | None) -> S:
+        """The session if ``authorization`` carries its bearer; else ``WhipNotFound`` / ``WhipUnauthorized``."""
+        ...
+
+    async def whip_offer(
+        self, session_id: str, authorization: str | None, source: str | None, body: bytes
+    ) -> tuple[str, str]:
+        """Answer a WHIP offer: ``(answer SDP, resource id)``; raises a ``WhipError``."""
+        ...
+
+    async def whip_delete(self, session_id: str, resource_id: str, authorization: str | None) -> None:
+        """End one WHIP resource."""
+        ...
+
+    # -- the call plane's MediaProvider ------------------------------------------------------------------------------
+
+    async def media_config(self, call_id: str | None, *, gated: bool = False) -> dict[str, Any]:
+        """Open a session for the call and give its ``appHostedMediaConfig``."""
+        ...
+
+    def bind(self, media_config: dict[str, Any], call_id: str) -> None:
+        """An outgoing call got its id."""
+        ...
+
+    async def discard(self, media_config: dict[str, Any]) -> None:
+        """Creating the call failed: close the session opened for it."""
+        ...
+
+    def roster_changed(self, call_id: str, entries: list[RosterEntry]) -> None:
+        """The call's roster changed (full roster)."""
+        ...
+
+    def recording_decided(self, call_id: str, allowed: bool) -> None:
+        """The call's compliance gate was decided."""
+        ...
+
+    def call_event(self, call_id: str, kind: str, **data: Any) -> None:
+        """Something happened to the call worth a line in its events."""
+        ...
+
+    def hosts(self, call_id: str) -> bool:
+        """Whether this plane hosts the call's media."""
+        ...
+
+    async def play_prompt(self, call_id: str, uri: str) -> float:
+        """Play the WAV at ``uri`` into the call; its duration once sent."""
+        ...
+
+    async def release(self, call_id: str) -> None:
+        """The call ended: close its session and finish its files."""
+        ...

@@ -42,7 +42,7 @@ SPEECH_START_LATENCY = Histogram(
 )
 SPEECH_START_PIPELINE = Histogram(
     "mediabot_speech_start_pipeline_seconds",
-    "From the arrival of the packet that completed the VAD's start window to the speech start: jitter buffer, "
+    "From the arrival of the packet that completed the VAD's start window to the speech start: reorder wait, "
     "decode, resampling and VAD.",
     buckets=LATENCY_BUCKETS,
 )

@@ -178,6 +178,9 @@ class StreamPipeline:
         self._drop = 0  # output samples still to drop to move onto a refined anchor
         self._packet = 0  # the last frame's length in output samples (20 ms: 320)
         self._closed = False
+        self._closing = False
+        self.pushing_arrival: float | None = None
+        """While :meth:`push` runs its sinks: when the frame being pushed actually arrived (else None)."""
 
     @property
     def position(self) -> int:
@@ -191,6 +194,11 @@ class StreamPipeline:
             return None
         packet_start = (position - self._base) // self._packet * self._packet
         return self._start + packet_start / SAMPLE_RATE
+
+    @property
+    def closing(self) -> bool:
+        """Whether the sinks are being given the stream's tail at :meth:`close` (not audio that just arrived)."""
+        return self._closing
 
     @property
     def anchored(self) -> bool:
@@ -213,12 +221,17 @@ class StreamPipeline:
         if self._refining:
             self._refining -= 1
             self._refine(arrival - at / self._rate)
-        self._place_at(at, samples)
+        self.pushing_arrival = arrival
+        try:
+            self._place_at(at, samples)
+        finally:
+            self.pushing_arrival = None
 
     def close(self) -> None:
         """End of the stream: anchor what is settling, flush the resampler and the last partial frame (padded)."""
         if self._closed:
             return
+        self._closing = True
         if not self._anchored and self._settle:
             self._anchor()
         if self._resampler is not None and self._anchored:

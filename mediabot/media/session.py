@@ -139,7 +139,8 @@ class SourceAnalysis:
 
     It also measures each speech start: from the moment the onset's audio arrived (on the least-delayed path, as the
     source's pipeline anchored it) to the moment the segmenter declared speech — and the part of that spent after
-    the start window was complete (jitter buffer, decode, resampling, VAD).
+    the packet that completed the start window actually arrived (reorder wait, decode, resampling, VAD). A start
+    decided by the stream's tail at its close is not measured.
     """
 
     def __init__(self, session: MediaSession, source_id: str) -> None:
@@ -189,8 +190,12 @@ class SourceAnalysis:
 
     def _speech_started(self, onset: int, decided: int) -> None:
         pipeline = self.pipeline
-        onset_arrival = pipeline.arrival_of(onset) if pipeline is not None else None
-        decided_arrival = pipeline.arrival_of(decided - 1) if pipeline is not None else None
+        if pipeline is None or pipeline.closing:
+            return
+        onset_arrival = pipeline.arrival_of(onset)
+        # The packet whose push completed the deciding frame (the resampler's look-ahead included); if the frame was
+        # completed outside a push, when its packet was due on the least-delayed path.
+        decided_arrival = pipeline.pushing_arrival or pipeline.arrival_of(decided - 1)
         if onset_arrival is None or decided_arrival is None:
             return
         now = self.session.clock.now()
@@ -249,8 +254,8 @@ class SourceAnalysis:
 class SpeechStart:
     """When speech started in a source (timeline sample of its first speech frame) and how late it was noticed.
 
-    ``latency_s``: from the onset audio's arrival to the speech start; ``pipeline_s``: from the arrival of the
-    audio that completed the start window to the speech start.
+    ``latency_s``: from the onset audio's arrival (least-delayed path) to the speech start; ``pipeline_s``: from the
+    actual arrival of the packet that completed the start window to the speech start.
     """
 
     onset: int

@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck clean
+.PHONY: demo test lint typecheck bench bench-check clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,silero]'
@@ -25,6 +25,14 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Benchmarks: `make bench` runs them all (JSON and PNG in benchmarks/results/); `make bench-check` runs the quick
+# variants and fails when a ratio regressed beyond its tolerance in benchmarks/baseline.json.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.run
+
+bench-check: $(STAMP)
+	$(BIN)/python -m benchmarks.run --quick --check
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

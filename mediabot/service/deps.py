@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request
@@ -31,10 +31,14 @@ __all__ = [
 ]
 
 
-def _from_state(name: str) -> Callable[[Request], Any]:
-    """A dependency returning what the lifespan stored on ``app.state`` under ``name``."""
+def _from_state(name: str) -> Callable[[Request], Coroutine[Any, Any, Any]]:
+    """A dependency returning what the lifespan stored on ``app.state`` under ``name``.
 
-    def get(request: Request) -> Any:
+    ``async`` so that FastAPI calls it on the event loop: a plain function would cost a thread-pool hop per request
+    (measured: 15 % of a callback notification's dependency resolution).
+    """
+
+    async def get(request: Request) -> Any:
         return getattr(request.app.state, name)
 
     return get

@@ -7,6 +7,7 @@ A benchmark module ``benchmarks/<name>.py`` exposes ``run(quick: bool = False) -
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -194,3 +195,11 @@ def save(result: Result, png: Callable[[Path], None] | None = None, *, directory
     else:
         make_console().print(f"wrote {path}")
     return path
+
+
+def main(run: Callable[[bool], Result], png: Callable[[Result, Path], None] | None, description: str) -> None:
+    """One benchmark module's command line: ``[--quick]``, then run it, print the result and save it."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="the quick variant (what make bench-check runs)")
+    outcome = run(parser.parse_args().quick)
+    save(outcome, (lambda path: png(outcome, path)) if png is not None else None)

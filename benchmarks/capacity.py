@@ -28,7 +28,6 @@ N across the steps: what one more stream costs (``cpu_pct_marginal`` likewise fo
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks._load import SEPARATE_CORES, LoadRun, ReceiverKind, load, prepare_clips, scratch
-from benchmarks._report import Result, save
+from benchmarks._report import Result, main
 
 KEPT_MIN = 0.999
 THROUGHPUT_MIN = 0.99
@@ -256,7 +255,4 @@ def png(result: Result, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(parser.parse_args().quick)
-    save(outcome, lambda path: png(outcome, path))
+    main(run, png, __doc__.split("\n", 1)[0])

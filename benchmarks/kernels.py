@@ -14,7 +14,6 @@ the others).
 
 from __future__ import annotations
 
-import argparse
 import gc
 import importlib
 import statistics
@@ -29,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks._report import Result, save
+from benchmarks._report import Result, main
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE, _kernels_py
 from mediabot.audio.kernels import GoertzelBank
 from mediabot.media.dtmf import COLUMN_FREQUENCIES, ROW_FREQUENCIES
@@ -320,7 +319,4 @@ def png(result: Result, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(parser.parse_args().quick)
-    save(outcome, lambda path: png(outcome, path))
+    main(run, png, __doc__.split("\n", 1)[0])

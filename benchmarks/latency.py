@@ -26,7 +26,6 @@ in the table.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from benchmarks._load import (
     prepare_clips,
     scratch,
 )
-from benchmarks._report import Result, result_path, save
+from benchmarks._report import Result, main, result_path
 from mediabot.config import Settings
 
 DEFAULT_STREAMS = 24
@@ -252,7 +251,4 @@ def png(result: Result, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(parser.parse_args().quick)
-    save(outcome, lambda path: png(outcome, path))
+    main(run, png, __doc__.split("\n", 1)[0])

@@ -21,7 +21,6 @@ CPU is process time per 20 ms frame of the VAD's ``speech_confidence`` (the segm
 
 from __future__ import annotations
 
-import argparse
 import time
 import wave
 from collections.abc import Sequence
@@ -32,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from benchmarks._report import Result, save
+from benchmarks._report import Result, main
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
 from mediabot.media.vad import SpeechSegmenter, create_vad
 
@@ -339,7 +338,4 @@ def png(result: Result, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--quick", action="store_true")
-    outcome = run(parser.parse_args().quick)
-    save(outcome, lambda path: png(outcome, path))
+    main(run, png, __doc__.split("\n", 1)[0])

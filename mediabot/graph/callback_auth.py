@@ -22,6 +22,7 @@ import logging
 import math
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +50,7 @@ DEFAULT_ISSUERS: tuple[str, ...] = ("https://graph.microsoft.com", "https://api.
 MAX_LEEWAY_S = 300.0
 # Keys are re-read at least this often even when every kid is known, so a key the platform withdrew stops working.
 KEYS_MAX_AGE_S = 24 * 3600.0
+VERIFIED_TOKENS = 1024  # verified tokens remembered (a few hundred bytes each)
 FETCH_TIMEOUT_S = 10.0
 MIN_RSA_KEY_BITS = 2048
 ALGORITHM = "RS256"
@@ -68,6 +70,10 @@ class CallbackClaims:
 
 class CallbackAuthenticator:
     """Verifies callback bearer tokens against the platform's published signing keys (cached, refreshed on need).
+
+    A token that verified once is remembered (the last :data:`VERIFIED_TOKENS`): the platform signs one token and
+    sends it with many callbacks, and the signature check is most of a callback's cost. A remembered token is
+    accepted again only while its signing key is still published and fresh, and only within its lifetime.
 
     ``verify`` (a CA bundle path or a bool) applies to the HTTP client this class creates; when ``http`` is given,
     that client is used as it is and is not closed by :meth:`aclose`. ``clock`` is the time used for ``exp``/``nbf``
@@ -113,16 +119,42 @@ class CallbackAuthenticator:
         self._last_failure: str | None = None
         self._refreshing: asyncio.Task[None] | None = None
         self._closed = False
+        # Tokens already verified (the platform sends one token with many callbacks): token → (its key, claims).
+        self._verified: OrderedDict[str, tuple[jwt.PyJWK, CallbackClaims]] = OrderedDict()
 
     async def authenticate(self, authorization_header: str | None) -> CallbackClaims:
         """Check an ``Authorization`` header value; return the token's claims or raise CallbackAuthError."""
         if self._closed:
             raise CallbackAuthError("the callback authenticator is closed")
         token = _bearer_token(authorization_header)
+        known = self._known(token)
+        if known is not None:
+            return known
         kid = _signing_key_id(token)
         key = await self._signing_key(kid)
         claims = self._verified_claims(token, key)
+        self._verified[token] = (key, claims)
+        if len(self._verified) > VERIFIED_TOKENS:
+            self._verified.popitem(last=False)
         logger.debug("callback token accepted (iss %s, kid %s)", claims.issuer, _shown(kid))
+        return claims
+
+    def _known(self, token: str) -> CallbackClaims | None:
+        """The claims of a token verified before, if its key is still current and fresh; its lifetime is checked
+        again now. The same string carries the same signature, so only time and the key can change the answer."""
+        entry = self._verified.get(token)
+        if entry is None:
+            return None
+        key, claims = entry
+        kid = key.key_id
+        fetched_at = self._keys_fetched_at
+        if kid is None or self._keys.get(kid) is not key or fetched_at is None:
+            del self._verified[token]
+            return None
+        if self._clock() - fetched_at >= KEYS_MAX_AGE_S:
+            return None  # the keys are due to be re-read: take the full path, which does
+        self._check_lifetime(claims.claims)
+        self._verified.move_to_end(token)
         return claims
 
     async def aclose(self) -> None:

@@ -34,6 +34,15 @@ class MediaConfigBlob:
     receive: Literal["unmixed", "mixed"] = "unmixed"
     send: bool = True
 
+    @classmethod
+    def for_session(
+        cls, public_url: str, session_id: str, token: str, receive: Literal["unmixed", "mixed"]
+    ) -> MediaConfigBlob:
+        """The blob of a session served at ``<public_url>/media/whip/<session_id>``, publishing in both directions."""
+        return cls(
+            endpoint=f"{public_url.rstrip('/')}/media/whip/{session_id}", token=token, receive=receive, send=True
+        )
+
     def to_json(self) -> dict[str, Any]:
         """The contract's JSON object."""
         return {

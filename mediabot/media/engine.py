@@ -185,8 +185,7 @@ class MediaEngine:
 
     def blob_for(self, session: MediaSession) -> MediaConfigBlob:
         """The media config blob that points at the session's WHIP endpoint."""
-        endpoint = f"{self.options.public_url.rstrip('/')}/media/whip/{session.id}"
-        return MediaConfigBlob(endpoint=endpoint, token=session.token, receive=self.options.receive, send=True)
+        return MediaConfigBlob.for_session(self.options.public_url, session.id, session.token, self.options.receive)
 
     def sessions(self) -> list[MediaSession]:
         """Every open session."""

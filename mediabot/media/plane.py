@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from mediabot.calls.media import MediaProvider
 from mediabot.media.blob import MediaConfigBlob
-from mediabot.media.session import MediaListener, MediaOptions, RosterEntry, SpeechEvent, StreamTotals
+from mediabot.media.session import MediaListener, MediaOptions, SpeechEvent, StreamTotals
 
 __all__ = ["MediaPlane", "SessionView"]
 
@@ -67,7 +68,7 @@ class SessionView(Protocol):
 S = TypeVar("S", bound=SessionView)
 
 
-class MediaPlane(Protocol[S]):
+class MediaPlane(MediaProvider, Protocol[S]):
     """The media plane as the service drives it: sessions, WHIP, listeners, and the call plane's ``MediaProvider``."""
 
     @property
@@ -135,42 +136,4 @@ class MediaPlane(Protocol[S]):
 
     async def whip_delete(self, session_id: str, resource_id: str, authorization: str | None) -> None:
         """End one WHIP resource."""
-        ...
-
-    # -- the call plane's MediaProvider ------------------------------------------------------------------------------
-
-    async def media_config(self, call_id: str | None, *, gated: bool = False) -> dict[str, Any]:
-        """Open a session for the call and give its ``appHostedMediaConfig``."""
-        ...
-
-    def bind(self, media_config: dict[str, Any], call_id: str) -> None:
-        """An outgoing call got its id."""
-        ...
-
-    async def discard(self, media_config: dict[str, Any]) -> None:
-        """Creating the call failed: close the session opened for it."""
-        ...
-
-    def roster_changed(self, call_id: str, entries: list[RosterEntry]) -> None:
-        """The call's roster changed (full roster)."""
-        ...
-
-    def recording_decided(self, call_id: str, allowed: bool) -> None:
-        """The call's compliance gate was decided."""
-        ...
-
-    def call_event(self, call_id: str, kind: str, **data: Any) -> None:
-        """Something happened to the call worth a line in its events."""
-        ...
-
-    def hosts(self, call_id: str) -> bool:
-        """Whether this plane hosts the call's media."""
-        ...
-
-    async def play_prompt(self, call_id: str, uri: str) -> float:
-        """Play the WAV at ``uri`` into the call; its duration once sent."""
-        ...
-
-    async def release(self, call_id: str) -> None:
-        """The call ended: close its session and finish its files."""
         ...

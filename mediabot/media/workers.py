@@ -535,8 +535,7 @@ class MediaWorkers:
 
     def blob_for(self, session: RemoteSession) -> MediaConfigBlob:
         """The media config blob that points at the session's WHIP endpoint (served by this process)."""
-        endpoint = f"{self.options.public_url.rstrip('/')}/media/whip/{session.id}"
-        return MediaConfigBlob(endpoint=endpoint, token=session.token, receive=self.options.receive, send=True)
+        return MediaConfigBlob.for_session(self.options.public_url, session.id, session.token, self.options.receive)
 
     def sessions(self) -> list[RemoteSession]:
         """Every open session."""

@@ -752,3 +752,58 @@ def test_error_is_in_the_tree_and_exported() -> None:
     assert mediabot.CallbackAuthError is CallbackAuthError
     assert DEFAULT_OPENID_CONFIG_URL == "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
     assert set(DEFAULT_ISSUERS) == {"https://graph.microsoft.com", "https://api.botframework.com"}
+
+
+# --- remembered tokens ------------------------------------------------------------------------------------------
+
+
+async def test_a_token_seen_before_is_not_verified_again(
+    auth: CallbackAuthenticator, keys: Keys, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    token = sign(keys.current, claims_at(clock.now))
+    first = await auth.authenticate(bearer(token))
+    for _ in range(5):
+        assert await auth.authenticate(bearer(token)) == first
+    assert decoded == [token]
+    other = sign(keys.current, claims_at(clock.now, tid="other-tenant"))
+    assert (await auth.authenticate(bearer(other))).tenant_id == "other-tenant"
+    assert decoded == [token, other]
+
+
+async def test_a_remembered_token_still_expires(auth: CallbackAuthenticator, keys: Keys, clock: FakeClock) -> None:
+    token = sign(keys.current, claims_at(clock.now))
+    await auth.authenticate(bearer(token))
+    clock.advance(3600 + 61)  # past exp and the leeway
+    with pytest.raises(CallbackAuthError, match="expired"):
+        await auth.authenticate(bearer(token))
+
+
+async def test_a_remembered_token_of_a_withdrawn_key_is_refused(
+    auth: CallbackAuthenticator, server: KeyServer, keys: Keys, clock: FakeClock
+) -> None:
+    token = sign(keys.current, claims_at(clock.now))
+    await auth.authenticate(bearer(token))
+    server.publish(keys.rotated)
+    clock.advance(INTERVAL)
+    await auth.authenticate(bearer(sign(keys.rotated, claims_at(clock.now))))  # the refresh drops the old key
+    with pytest.raises(CallbackAuthError, match="unknown key"):
+        await auth.authenticate(bearer(token))
+
+
+async def test_a_tampered_copy_of_a_remembered_token_is_refused(
+    auth: CallbackAuthenticator, keys: Keys, clock: FakeClock
+) -> None:
+    token = sign(keys.current, claims_at(clock.now))
+    await auth.authenticate(bearer(token))
+    header, _payload, signature = token.split(".")
+    forged = ".".join([header, b64(claims_at(clock.now, tid="attacker")), signature])
+    with pytest.raises(CallbackAuthError, match="signature"):
+        await auth.authenticate(bearer(forged))

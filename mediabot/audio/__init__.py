@@ -1,7 +1,8 @@
 """Synchronous audio kernels over numpy arrays, and the call timeline's audio format.
 
 Everything downstream of the media plane's decoders works in one format: mono int16 at :data:`SAMPLE_RATE`, cut into
-:data:`FRAME_SAMPLES`-sample (20 ms) frames, positioned in samples on the call timeline (sample 0 = media start).
+:data:`FRAME_SAMPLES`-sample (20 ms) frames, positioned in samples on the call timeline (the first media is at
+sample 38, the resampler's delay: see :data:`mediabot.media.pipeline.TIMELINE_LEAD`).
 """
 
 SAMPLE_RATE = 16_000

@@ -15,7 +15,10 @@ A source's frames arrive decoded (Opus: 48 kHz stereo; PCMU: 8 kHz mono) with th
    (a polyphase FIR that downmixes as it filters, ≥ 80 dB alias rejection, native when built), any other rate
    through a downmix and soxr's streaming resampler; filter state is kept across frames and the filter's delay is
    compensated, silence is fed through the filter for short gaps and the filter is restarted after long ones;
-4. cuts the output into 20 ms frames and hands each, with its timeline position, to its sinks.
+4. cuts the output into 20 ms frames and hands each, with its timeline position, to its sinks. The decimator's
+   output is placed by its delay instead of trimmed, so a source's frames start 38 samples (2.4 ms) before its packets
+   do and each frame is complete when the packet carrying most of it arrives, not 20 ms later when the filter has
+   seen the next one; the timeline starts :data:`TIMELINE_LEAD` before the first media so that fits.
 
 The hot path (:meth:`StreamPipeline.push`) reuses preallocated buffers; sinks get a view they must copy to keep.
 """
@@ -49,7 +52,12 @@ _U32 = 1 << 32
 
 
 class _Resampler:
-    """Interleaved int16 at one rate → 16 kHz mono, streaming; output aligned with input (the delay is dropped)."""
+    """Interleaved int16 at one rate → 16 kHz mono, streaming; output sample ``k`` is input time ``k - delay``.
+
+    The pipeline places the output by that delay rather than dropping it, so a 20 ms frame is complete as soon as the
+    packet carrying its last sample has arrived (dropping it would hold every frame for the filter's look-ahead,
+    which on 20 ms packets means until the next packet: 20 ms more before the VAD or the recorder sees it).
+    """
 
     delay = 0
 
@@ -110,8 +118,13 @@ def _resampler(rate: int, channels: int) -> _Resampler:
     return _Decimate(channels) if rate == DECIMATED_RATE and channels <= 2 else _Soxr(rate, channels)
 
 
+TIMELINE_LEAD = Decimator.delay
+"""Samples of timeline before the first media (2.4 ms): room for the first source's resampler warm-up."""
+
+
 class TimelineClock:
-    """The call timeline: wall (monotonic) seconds ↔ 16 kHz sample positions; sample 0 is set by the first media."""
+    """The call timeline: wall (monotonic) seconds ↔ 16 kHz sample positions; the first media is at
+    :data:`TIMELINE_LEAD`, so that every source's frames (which start a filter delay before its first sample) fit."""
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
@@ -122,9 +135,9 @@ class TimelineClock:
         return self._now()
 
     def position_of(self, moment: float) -> int:
-        """The timeline sample at ``moment``; the first call fixes the origin there (position 0)."""
+        """The timeline sample at ``moment``; the first call fixes the origin (that moment is :data:`TIMELINE_LEAD`)."""
         if self.origin is None:
-            self.origin = moment
+            self.origin = moment - TIMELINE_LEAD / SAMPLE_RATE
         return round((moment - self.origin) * SAMPLE_RATE)
 
     def position(self) -> int:
@@ -249,13 +262,10 @@ class StreamPipeline:
             # A codec change mid-stream (renegotiation): finish the old filter, continue at the same position.
             self._emit(self._resampler.last())
         self._rate, self._channels = rate, channels
-        self._restart_resampler()
+        self._resampler = _resampler(rate, channels)
+        if self._anchored:
+            self._drop += self._resampler.delay  # the output is already placed: drop the new filter's warm-up
         self._zeros = np.zeros(int(rate * MAX_FILLED_GAP_S) * channels, np.int16)
-
-    def _restart_resampler(self) -> None:
-        """A fresh filter for the current format; its start-up delay is dropped from the output."""
-        self._resampler = _resampler(self._rate, self._channels)
-        self._drop += self._resampler.delay
 
     def _unwrap(self, pts: int) -> int:
         """RTP timestamp → samples since the source's first frame (32-bit wrap-around handled)."""
@@ -282,7 +292,8 @@ class StreamPipeline:
         self._start = start
         self._refining = max(REFINE_FRAMES - len(frames), 0)
         self._base = self.clock.position_of(start)
-        self._out_pos = self._base
+        assert self._resampler is not None
+        self._out_pos = self._base - self._resampler.delay  # the filter's output lags its input by its delay
         self._in_next = 0
         self._anchored = True
         self.stats.first_position = self._base
@@ -318,13 +329,13 @@ class StreamPipeline:
             if gap * channels <= self._zeros.size:
                 self._emit(self._resampler.chunk(self._zeros[: gap * channels]))
             else:
-                # A long gap: finish the filter, restart it exactly where the next frame belongs.
+                # A long gap: finish the filter, restart it exactly where the next frame belongs (less its delay).
                 self._emit(self._resampler.last())
-                target = self._base + at * SAMPLE_RATE // self._rate
+                self._resampler = _resampler(self._rate, self._channels)
+                target = self._base + at * SAMPLE_RATE // self._rate - self._resampler.delay
                 # Ahead of it (a refined anchor not yet caught up with): drop; behind: silence up to it.
                 self._drop = max(self.position - target, 0)
                 self._skip_to(target)
-                self._restart_resampler()
         self._emit(self._resampler.chunk(samples))
         self._in_next = at + count
 

@@ -192,7 +192,9 @@ class SourceAnalysis:
         pipeline = self.pipeline
         if pipeline is None or pipeline.closing:
             return
-        onset_arrival = pipeline.arrival_of(onset)
+        # The onset frame's audio was all in once the packet carrying its last sample came (frames start a filter
+        # delay before their packet, so the first few samples of a frame belong to the packet before).
+        onset_arrival = pipeline.arrival_of(onset + FRAME_SAMPLES - 1)
         # The packet whose push completed the deciding frame (the resampler's look-ahead included); if the frame was
         # completed outside a push, when its packet was due on the least-delayed path.
         decided_arrival = pipeline.pushing_arrival or pipeline.arrival_of(decided - 1)

@@ -7,10 +7,12 @@ import numpy.typing as npt
 import pytest
 
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
-from mediabot.media.pipeline import REFINE_FRAMES, SETTLE_FRAMES, StreamPipeline, TimelineClock
+from mediabot.audio.kernels import Decimator
+from mediabot.media.pipeline import REFINE_FRAMES, SETTLE_FRAMES, TIMELINE_LEAD, StreamPipeline, TimelineClock
 
 RATE = 48_000
 FRAME_IN = RATE // 50
+LEAD = TIMELINE_LEAD  # the first media sits this many samples into the timeline (its filter's warm-up fits before)
 
 
 class Collector:
@@ -78,16 +80,25 @@ def test_continuous_audio_is_resampled_and_placed_from_zero() -> None:
     signal = tone(2.0)
     feed(pipeline, signal, start=100.0)
     pipeline.close()
-    assert clock.origin == pytest.approx(100.0)
-    assert sink.frames[0][0] == 0
-    out = sink.signal(2 * SAMPLE_RATE)
-    assert correlation(out[200:-400], expected_16k(signal)[200:-400]) > 0.999
+    assert clock.origin == pytest.approx(100.0 - LEAD / SAMPLE_RATE)
+    assert pipeline.stats.first_position == LEAD
+    assert sink.frames[0][0] == 0  # the first frame starts the filter's delay before the first sample
+    out = sink.signal(2 * SAMPLE_RATE + LEAD)
+    assert correlation(out[LEAD + 200 : -400], expected_16k(signal)[200:-400]) > 0.999
+    # Exactly where it belongs: shifted one sample either way, the match is worse.
+    for shift in (-1, 1):
+        assert correlation(out[LEAD + shift + 200 : shift - 400], expected_16k(signal)[200:-400]) < correlation(
+            out[LEAD + 200 : -400], expected_16k(signal)[200:-400]
+        )
     assert pipeline.stats.frames_in == 100
-    assert pipeline.position == 2 * SAMPLE_RATE  # exactly: no sample gained or lost
+    # No sample gained or lost: the audio ends at LEAD + 2 s (then the last frame is padded).
+    assert np.abs(out[LEAD + 2 * SAMPLE_RATE - 100 : LEAD + 2 * SAMPLE_RATE - 50]).max() > 1000
+    assert pipeline.position == 2 * SAMPLE_RATE + FRAME_SAMPLES
+    assert not sink.signal(pipeline.position)[LEAD + 2 * SAMPLE_RATE + 20 :].any()
     # Each sample's packet arrived at 100.0 + its packet's start: a packet's samples all arrive together.
-    assert pipeline.arrival_of(0) == pytest.approx(100.0)
-    assert pipeline.arrival_of(FRAME_SAMPLES - 1) == pytest.approx(100.0)
-    assert pipeline.arrival_of(SAMPLE_RATE + 5) == pytest.approx(101.0)
+    assert pipeline.arrival_of(LEAD) == pytest.approx(100.0)
+    assert pipeline.arrival_of(LEAD + FRAME_SAMPLES - 1) == pytest.approx(100.0)
+    assert pipeline.arrival_of(LEAD + SAMPLE_RATE + 5) == pytest.approx(101.0)
 
 
 def test_late_join_is_leading_silence_at_the_right_place() -> None:
@@ -97,8 +108,8 @@ def test_late_join_is_leading_silence_at_the_right_place() -> None:
     b = StreamPipeline(clock, [late])
     feed(a, tone(1.0), start=50.0)
     feed(b, tone(1.0, 660.0), start=53.0, pts0=999)  # joins 3 s after the call's media started
-    assert late.frames[0][0] == 3 * SAMPLE_RATE
-    assert b.stats.first_position == 3 * SAMPLE_RATE
+    assert b.stats.first_position == 3 * SAMPLE_RATE + LEAD
+    assert late.frames[0][0] == 3 * SAMPLE_RATE + LEAD - Decimator.delay  # its frames start a filter delay before
 
 
 def test_burst_of_the_jitter_buffer_does_not_delay_the_anchor() -> None:
@@ -113,7 +124,7 @@ def test_burst_of_the_jitter_buffer_does_not_delay_the_anchor() -> None:
     for k in range(signal.size // FRAME_IN):
         arrival = max(11.0 + k * 0.02, 11.08)
         pipeline.push(k * FRAME_IN, RATE, 2, stereo(signal[k * FRAME_IN : (k + 1) * FRAME_IN]), arrival)
-    assert pipeline.stats.first_position == SAMPLE_RATE  # 11.0 - 10.0 s, not 11.08
+    assert pipeline.stats.first_position == SAMPLE_RATE + LEAD  # 11.0 - 10.0 s, not 11.08
 
 
 def test_loss_and_gaps_are_silence_and_the_timeline_stays_exact() -> None:
@@ -133,8 +144,9 @@ def test_loss_and_gaps_are_silence_and_the_timeline_stays_exact() -> None:
     realigned = pipeline.stats.realigned_samples
     assert 0 < realigned < 0.04 * SAMPLE_RATE
     # (the stream's last partial frame is padded to a whole one)
-    assert 4 * SAMPLE_RATE - realigned <= pipeline.position < 4 * SAMPLE_RATE - realigned + FRAME_SAMPLES
-    out = sink.signal(4 * SAMPLE_RATE)
+    end = LEAD + 4 * SAMPLE_RATE - realigned + Decimator.delay  # the filter's tail rings out after the audio
+    assert end <= pipeline.position < end + FRAME_SAMPLES
+    out = sink.signal(4 * SAMPLE_RATE + LEAD)[LEAD:]
     expected = expected_16k(signal)
     for k in sorted(lost | long_gap):
         lo, hi = k * FRAME_SAMPLES + 40, (k + 1) * FRAME_SAMPLES - 40  # away from the filter's edges
@@ -166,8 +178,9 @@ def test_rtp_timestamp_wrap_around() -> None:
     signal = tone(1.0)
     feed(pipeline, signal, start=0.0, pts0=(1 << 32) - 10 * FRAME_IN - 7)
     pipeline.close()
-    assert pipeline.position == SAMPLE_RATE
-    assert correlation(sink.signal(SAMPLE_RATE)[200:-400], expected_16k(signal)[200:-400]) > 0.999
+    assert pipeline.stats.first_position == LEAD
+    assert LEAD + SAMPLE_RATE <= pipeline.position < LEAD + SAMPLE_RATE + FRAME_SAMPLES
+    assert correlation(sink.signal(SAMPLE_RATE + LEAD)[LEAD + 200 : -400], expected_16k(signal)[200:-400]) > 0.999
 
 
 def test_an_hour_places_the_last_frame_exactly() -> None:
@@ -189,8 +202,11 @@ def test_an_hour_places_the_last_frame_exactly() -> None:
         pipeline.push(pts, RATE, 1, frame, k * 0.02 * 1.0001)
         pts = (pts + FRAME_IN) % (1 << 32)
     pipeline.close()
-    assert pipeline.position == frames * FRAME_SAMPLES
-    assert last.position == frames * FRAME_SAMPLES - FRAME_SAMPLES
+    assert pipeline.stats.first_position == LEAD
+    # The hour ends at LEAD + 3600 s exactly: the frame holding the filter's tail starts at 3600 s (from 0, the
+    # first frame's start), whatever the arrival clock did.
+    assert last.position == frames * FRAME_SAMPLES
+    assert pipeline.position == frames * FRAME_SAMPLES + FRAME_SAMPLES
 
 
 def test_pcmu_rate_and_late_duplicates() -> None:
@@ -205,4 +221,5 @@ def test_pcmu_rate_and_late_duplicates() -> None:
             pipeline.push(20 * 160, 8000, 1, chunk, k * 0.02)  # a stale duplicate: dropped
     pipeline.close()
     assert pipeline.stats.late_frames == 1
-    assert pipeline.position == SAMPLE_RATE
+    assert pipeline.stats.first_position == LEAD  # soxr aligns its output itself: frames start at the anchor
+    assert pipeline.position == SAMPLE_RATE + LEAD

@@ -48,6 +48,9 @@ logger = logging.getLogger(__name__)
 
 REORDER_S = 0.06  # how long a packet after a gap waits for the missing one (3 packets of 20 ms)
 MAX_HELD = 16  # packets held behind a gap at most, whatever their age
+# A jump in sequence numbers past these (RFC 3550 A.1's limits) is a restarted sender, not loss or lateness.
+MAX_DROPOUT = 3000
+MAX_MISORDER = 100
 _JITTER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
 _U16 = 1 << 16
 
@@ -61,7 +64,8 @@ _DECODERS = {
 
 @dataclass
 class ReceiveStats:
-    """What one receiver saw: packets in, decoded, reordered, lost (never arrived in time), late, undecodable."""
+    """What one receiver saw: packets in, decoded, released from the reorder hold, lost (never arrived in time),
+    late, undecodable, of an unknown payload type, and sequence restarts."""
 
     packets: int = 0
     decoded: int = 0
@@ -70,6 +74,7 @@ class ReceiveStats:
     late: int = 0
     undecodable: int = 0
     unknown_payload: int = 0
+    restarts: int = 0
 
 
 def payload_codecs(sdp: str) -> dict[int, str]:
@@ -184,6 +189,11 @@ class InlineAudioReceiver:
             self._last_seq = packet.sequence_number
             self._next = self._ext = 0
         seq = self._extend(packet.sequence_number)
+        if not self._next - MAX_MISORDER <= seq <= self._next + MAX_DROPOUT:
+            # The sender restarted its numbering: start over from this packet (its RTP timestamp places it).
+            stats.restarts += 1
+            self._held.clear()
+            self._next = seq
         if seq < self._next:
             stats.late += 1  # its place was given up (or a duplicate)
             return

@@ -156,6 +156,20 @@ def test_sequence_numbers_wrap(packets: list[bytes]) -> None:
     assert sink.audio.size == 21 * FRAME_SAMPLES and pipeline.stats.gap_samples == 0
 
 
+def test_a_sender_that_restarts_its_sequence_numbers_is_followed(packets: list[bytes]) -> None:
+    clock = Clock()
+    inline, pipeline, _ = receiver(clock)
+    for k in range(10):
+        inline.add(rtp(5000 + k, k * FRAME_IN, packets[k]))
+        clock.t += 0.02
+    # New numbering far behind (a restarted sender): not 20 seconds of "late" packets, and no thousands "lost".
+    for k in range(10, 20):
+        inline.add(rtp(100 + k, k * FRAME_IN, packets[k]))
+        clock.t += 0.02
+    assert inline.stats.restarts == 1 and inline.stats.late == 0 and inline.stats.lost == 0
+    assert pipeline.stats.frames_in == 20 and pipeline.stats.gap_samples == 0
+
+
 def test_garbage_and_unknown_payloads_are_counted_and_skipped(packets: list[bytes]) -> None:
     clock = Clock()
     inline, pipeline, _ = receiver(clock)

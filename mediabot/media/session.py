@@ -802,12 +802,22 @@ class MediaSession:
 
 def _stats(connection: SourceConnection) -> dict[str, Any]:
     stats = connection.pipeline.stats
-    return {
+    counts: dict[str, Any] = {
         "frames_in": stats.frames_in,
         "frames_out": stats.frames_out,
         "gap_s": round(stats.gap_samples / SAMPLE_RATE, 3),
         "late_frames": stats.late_frames,
     }
+    if connection.inline is not None:
+        received = connection.inline.stats
+        counts["rtp"] = {
+            "packets": received.packets,
+            "lost": received.lost,
+            "reordered": received.reordered,
+            "late": received.late,
+            "undecodable": received.undecodable,
+        }
+    return counts
 
 
 def _wall() -> str:

@@ -125,6 +125,10 @@ async def test_a_source_is_recorded_segmented_and_its_digits_heard(whip_server: 
     # The VAD hears the keypad as voiced; the digits are tones, not a speech segment.
     assert all(s["end"] <= first_tone for s in segments), segments
     assert {"source_connected", "source_disconnected", "participant_joined"} <= {e["type"] for e in events}
+    # The inline receiver took every packet (none lost or undecodable on loopback), and says so when the source ends.
+    (ended,) = [e for e in events if e["type"] == "source_disconnected"]
+    assert ended["rtp"]["packets"] >= ended["frames_in"] > 0
+    assert ended["rtp"]["lost"] == ended["rtp"]["undecodable"] == 0
     call = json.loads((folder / "call.json").read_text())
     assert call["complete"] is True
     assert call["participants"] == [

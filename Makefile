@@ -35,4 +35,4 @@ bench-check: $(STAMP)
 	$(BIN)/python -m benchmarks.run --quick --check
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info mediabot/audio/*.so

@@ -9,7 +9,7 @@ date by the worker's snapshots (a few a second, never per frame) and its events:
 errors, closed sessions.
 
 The start-up repair of interrupted recordings runs here, once, before any worker starts. A worker that dies is
-restarted; its sessions' folders are repaired (:func:`~mediabot.store.recovery.repair_call`) and the sessions are
+restarted; its sessions' folders are repaired (:func:`~mediabot.store.recovery.repair_folders`) and the sessions are
 reported closed with an error (the call plane hears ``on_media_error``). :meth:`MediaWorkers.stop` asks every worker
 to close its sessions and finish their files, waits ``stop_timeout_s``, then kills what is left.
 """
@@ -28,7 +28,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from mediabot.media.whip import WhipNotFound, WhipUnauthorized
 from mediabot.media.worker_wire import RemoteError, WorkerLost, read_message, write_message
 from mediabot.metrics import FRAME_DELAY
 from mediabot.store.layout import CallPaths
-from mediabot.store.recovery import RepairReport, repair_call, repair_recordings
+from mediabot.store.recovery import repair_folders, repair_recordings
 
 __all__ = ["MediaWorkers", "RemoteSession", "WorkerLost", "media_worker_count"]
 
@@ -442,7 +442,7 @@ class MediaWorkers:
         if not orphans:
             return
         # Fix the headers and lengths the dead process left before anyone (the index, a transcript) reads them.
-        reports = await asyncio.to_thread(_repair, [s.folder for s in orphans])
+        reports = await asyncio.to_thread(repair_folders, [s.folder for s in orphans])
         for report in reports:
             if report.changed or report.problems:
                 logger.warning("repaired the recording %s its worker left: %s", report.call_dir.name, report)
@@ -679,18 +679,3 @@ def _service_logging() -> tuple[int, LogFormat]:
     root = logging.getLogger()
     fmt: LogFormat = "json" if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers) else "text"
     return root.getEffectiveLevel(), fmt
-
-
-def _repair(folders: Sequence[Path]) -> list[RepairReport]:
-    """:func:`repair_call` on the folders (of a dead worker's sessions) that have any files."""
-    reports = []
-    for folder in folders:
-        if not folder.is_dir():
-            continue
-        if not ((folder / "audio").is_dir() or (folder / "call.json").exists() or any(folder.glob("*.jsonl"))):
-            continue
-        try:
-            reports.append(repair_call(folder))
-        except OSError as exc:
-            reports.append(RepairReport(folder, problems=[f"repair failed: {exc.strerror or exc}"]))
-    return reports

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +39,7 @@ from mediabot.store.layout import (
     write_json_atomic,
 )
 
-__all__ = ["RepairReport", "repair_call", "repair_recordings"]
+__all__ = ["RepairReport", "repair_call", "repair_folders", "repair_recordings"]
 
 _BLOCK = 16 * SAMPLE_RATE
 _TAIL_BLOCK = 64 * 1024
@@ -111,9 +112,18 @@ def repair_recordings(output_dir: Path, *, interrupted_only: bool = False) -> li
     """
     if not output_dir.is_dir():
         return []
+    entries = [e for e in sorted(output_dir.iterdir()) if not e.name.startswith(".") and not e.is_symlink()]
+    return repair_folders(entries, interrupted_only=interrupted_only)
+
+
+def repair_folders(folders: Iterable[Path], *, interrupted_only: bool = False) -> list[RepairReport]:
+    """:func:`repair_call` on each of ``folders`` that is a call folder (audio, ``call.json`` or event files).
+
+    A folder that cannot be repaired (a full disk, a permission) gets a report of its problem; the others go on.
+    """
     reports = []
-    for entry in sorted(output_dir.iterdir()):
-        if entry.name.startswith(".") or entry.is_symlink() or not entry.is_dir():
+    for entry in folders:
+        if not entry.is_dir():
             continue
         if not ((entry / "audio").is_dir() or (entry / "call.json").exists() or any(entry.glob("*.jsonl"))):
             continue

@@ -7,9 +7,10 @@ import contextlib
 import fractions
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import httpx
 import numpy as np
@@ -144,30 +145,51 @@ class WhipServer:
             await publisher.reader
 
 
-@pytest.fixture
-async def whip_server(tmp_path: Path) -> AsyncIterator[WhipServer]:
+class _Plane(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+P = TypeVar("P", bound=_Plane)
+
+
+@contextlib.asynccontextmanager
+async def serving_whip(make_plane: Callable[[str], P]) -> AsyncIterator[tuple[P, str, httpx.AsyncClient]]:
+    """A media plane (made for its base URL, then started) behind the WHIP route on a real loopback port, with a
+    client; the plane is stopped and the server shut down afterwards."""
     sock = socket.socket()
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    options = MediaOptions(
-        public_url=base_url, output_dir=tmp_path / "out", max_sdp_bytes=20_000, prompt_dir=tmp_path / "prompts"
-    )
-    engine = MediaEngine(options)
-    await engine.start()
+    plane = make_plane(base_url)
+    await plane.start()
     app = FastAPI()
     app.include_router(whip.router)
-    app.state.media = engine
+    app.state.media = plane
     server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
         await asyncio.sleep(0.01)
     async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30) as client:
         try:
-            yield WhipServer(engine=engine, base_url=base_url, client=client)
+            yield plane, base_url, client
         finally:
-            await engine.stop()
+            await plane.stop()
             server.should_exit = True
             await serving
             sock.close()
+
+
+def whip_options(base_url: str, folder: Path) -> MediaOptions:
+    """The tests' media options: outputs under ``folder``, small SDP limit, prompts from ``folder/prompts``."""
+    return MediaOptions(
+        public_url=base_url, output_dir=folder / "out", max_sdp_bytes=20_000, prompt_dir=folder / "prompts"
+    )
+
+
+@pytest.fixture
+async def whip_server(tmp_path: Path) -> AsyncIterator[WhipServer]:
+    async with serving_whip(lambda base_url: MediaEngine(whip_options(base_url, tmp_path))) as (engine, url, client):
+        yield WhipServer(engine=engine, base_url=url, client=client)

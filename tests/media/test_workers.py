@@ -10,32 +10,27 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import wave
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 import numpy.typing as npt
 import pytest
 import pytest_asyncio
 import soxr
-import uvicorn
-from fastapi import FastAPI
 
 from mediabot.media.dtmf import dtmf_tone
 from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.prompt import PromptError
-from mediabot.media.session import MediaOptions, RosterEntry, SpeechEvent, ToneEvent
+from mediabot.media.session import RosterEntry, SpeechEvent, ToneEvent
 from mediabot.media.workers import MediaWorkers, RemoteSession
 from mediabot.sandbox import SandboxServer
 from mediabot.service.live import LiveView
-from mediabot.service.routes import whip
 from tests.service.conftest import ServiceServer
 
-from .conftest import RATE, PacedTrack, Publisher, WhipServer, offer_for
+from .conftest import RATE, PacedTrack, Publisher, WhipServer, offer_for, serving_whip, whip_options
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -122,33 +117,14 @@ class Served(WhipServer):
 async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Served]:
     """Two workers behind the WHIP route on a real port (shared by the module's tests)."""
     out = tmp_path_factory.mktemp("workers")
-    sock = socket.socket()
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    options = MediaOptions(
-        public_url=base_url, output_dir=out / "recordings", max_sdp_bytes=20_000, prompt_dir=out / "prompts"
-    )
-    workers = MediaWorkers(options, 2, stop_timeout_s=20.0)
-    await workers.start()
-    app = FastAPI()
-    app.include_router(whip.router)
-    app.state.media = workers
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
-        await asyncio.sleep(0.01)
-    async with httpx.AsyncClient(base_url=base_url, trust_env=False, timeout=30) as client:
+
+    def two_workers(base_url: str) -> MediaWorkers:
+        return MediaWorkers(whip_options(base_url, out), 2, stop_timeout_s=20.0)
+
+    async with serving_whip(two_workers) as (workers, base_url, client):
         served = Served(engine=workers, base_url=base_url, client=client)
         served.workers = workers
-        try:
-            yield served
-        finally:
-            await workers.stop()
-            server.should_exit = True
-            await serving
-            sock.close()
+        yield served
 
 
 async def publish(served: Served, session: RemoteSession, source: str, signal: Any) -> tuple[Publisher, PacedTrack]:

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench bench-check clean
+.PHONY: demo test soak lint typecheck bench bench-check clean
 
 $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ typecheck: $(STAMP)
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# The long reliability runs (tests marked soak): full-scale load, memory across many calls, a call past WAV's 4 GB.
+soak: $(STAMP)
+	$(BIN)/pytest -m soak -v
 
 # Benchmarks: `make bench` runs them all (JSON and PNG in benchmarks/results/); `make bench-check` runs the quick
 # variants and fails when a ratio regressed beyond its tolerance in benchmarks/baseline.json.

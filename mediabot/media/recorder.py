@@ -10,7 +10,8 @@ Two sides, two threads:
   the IO thread with one queue put. Buffers come back to a small pool when the IO thread is done with them.
 * the **IO side** runs in :class:`RecorderIO`'s single thread: it appends chunks to the track files, sums them into an
   int32 accumulator and writes the mix up to the watermark (the least any track has written). After every data
-  write the RIFF and data sizes are rewritten, so a file is always a valid WAV of what it holds, even after kill -9.
+  write the header is rewritten (one ``pwrite``), so a file is always a valid WAV of what it holds, even after
+  kill -9; past 4 GiB (37.3 hours) that rewrite turns it into RF64 (see :func:`mediabot.store.layout.wav_header`).
 
 ``tick`` (every 200 to 500 ms) keeps the mix moving: tracks that have not written up to ``position - hold`` are padded
 with silence (a stalled source does not hold the mix back), partial chunks older than :data:`FLUSH_AFTER_S` are
@@ -30,7 +31,6 @@ import logging
 import os
 import queue
 import threading
-import wave
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -45,17 +45,17 @@ import numpy.typing as npt
 from mediabot._errors import MediaError
 from mediabot.audio import SAMPLE_RATE
 from mediabot.store.layout import (
-    DATA_SIZE_OFFSET,
     MIXED_NAME,
-    RIFF_SIZE_OFFSET,
     SAMPLE_BYTES,
     WAV_HEADER_BYTES,
     CallPaths,
+    WavFormatError,
+    WavInfo,
     ensure_private_dir,
     open_private,
     safe_name,
     wav_header,
-    wav_sizes,
+    wav_info,
 )
 
 __all__ = [
@@ -312,9 +312,7 @@ class _WavFile:
             self._fail(exc, "cannot write")
             return
         self.samples += done // SAMPLE_BYTES
-        riff, size = wav_sizes(self.samples * SAMPLE_BYTES)
-        if self._pwrite(riff, RIFF_SIZE_OFFSET, "cannot update the header of"):
-            self._pwrite(size, DATA_SIZE_OFFSET, "cannot update the header of")
+        self._pwrite(wav_header(self.samples * SAMPLE_BYTES), 0, "cannot update the header of")
 
     def silence(self, count: int, zeros: Int16Array) -> None:
         while count > 0 and self.fd is not None:
@@ -351,9 +349,7 @@ class _WavFile:
             # Best effort: the header is overwritten in place, which needs no new blocks even on a full disk.
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, WAV_HEADER_BYTES + self.samples * SAMPLE_BYTES)
-                riff, size = wav_sizes(self.samples * SAMPLE_BYTES)
-                os.pwrite(fd, riff, RIFF_SIZE_OFFSET)
-                os.pwrite(fd, size, DATA_SIZE_OFFSET)
+                os.pwrite(fd, wav_header(self.samples * SAMPLE_BYTES), 0)
             os.close(fd)
         self.error = f"{what} {self.path}: {exc.strerror or exc}"
         self.report(self.error)
@@ -523,11 +519,15 @@ class _Disk:
         target = self.paths.ogg(file.path.stem)
         temp = target.with_name(f".{target.name}.tmp")
         try:
-            fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            with os.fdopen(fd, "wb") as sink, wave.open(str(file.path), "rb") as source:
-                _encode_opus(source, sink)
+            source = os.open(file.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fd = open_private(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+                with os.fdopen(fd, "wb") as sink:
+                    _encode_opus(source, wav_info(source), sink)
+            finally:
+                os.close(source)
             os.replace(temp, target)
-        except (OSError, EOFError, wave.Error, av.FFmpegError) as exc:
+        except (OSError, WavFormatError, av.FFmpegError) as exc:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
             self.report(f"cannot encode {target}: {exc}")
@@ -535,12 +535,14 @@ class _Disk:
         return target
 
 
-def _encode_opus(source: wave.Wave_read, sink: Any) -> None:
+def _encode_opus(source: int, info: WavInfo, sink: Any) -> None:
+    """Encode the samples of the recording open as ``source`` (its header read as ``info``) to Ogg/Opus."""
     with av.open(sink, "w", format="ogg") as container:
         stream = container.add_stream("libopus", rate=SAMPLE_RATE, layout="mono")
         pts = 0
-        while True:
-            raw = source.readframes(_OGG_BLOCK)
+        for first in range(0, info.frames, _OGG_BLOCK):
+            count = min(_OGG_BLOCK, info.frames - first)
+            raw = os.pread(source, count * SAMPLE_BYTES, info.data_offset + first * SAMPLE_BYTES)
             if not raw:
                 break
             frame = av.AudioFrame.from_ndarray(np.frombuffer(raw, "<i2").reshape(1, -1), format="s16", layout="mono")
@@ -781,7 +783,7 @@ class CallRecorder:
         target = position - self._hold
         oldest = position - self._flush_after
         for track in self._tracks.values():
-            track._pad_to(target if track._open else position)
+            track._pad_to(target)
             if track._fill and track._written - track._fill <= oldest:
                 track._hand_over()
         lowest = min((track._written for track in self._tracks.values()), default=target)

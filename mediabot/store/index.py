@@ -33,15 +33,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mediabot._errors import MediaBotError
-from mediabot.audio import SAMPLE_RATE
 from mediabot.store.layout import (
     MIXED_NAME,
-    SAMPLE_BYTES,
-    WAV_HEADER_BYTES,
     CallPaths,
+    WavFormatError,
     ensure_private_dir,
     open_private,
     read_jsonl,
+    wav_info,
 )
 from mediabot.transcribe.base import TranscriptEntry
 
@@ -71,7 +70,6 @@ EXPORT_SUFFIXES = frozenset({".wav", ".ogg", ".json", ".jsonl", ".vtt", ".srt"})
 TRANSCRIPT_FILE = "transcript.json"
 # A transcript entry and the segment it transcribes share a start; the two files round it differently.
 _START_TOLERANCE_S = 0.005
-_SAMPLE_RATE_BYTES = SAMPLE_RATE * SAMPLE_BYTES
 
 _SCHEMA = """
 CREATE TABLE calls (
@@ -630,9 +628,8 @@ def _duration_s(meta: dict[str, Any], folder: Path) -> float | None:
     files = recording.get("files") if isinstance(recording, dict) else None
     if isinstance(files, dict) and isinstance(files.get("seconds"), int | float):
         return float(files["seconds"])
-    with contextlib.suppress(OSError):
-        size = (folder / "audio" / f"{MIXED_NAME}.wav").stat().st_size
-        return max(0, size - WAV_HEADER_BYTES) / _SAMPLE_RATE_BYTES
+    with contextlib.suppress(OSError, WavFormatError):
+        return wav_info(folder / "audio" / f"{MIXED_NAME}.wav").seconds
     created, ended = _parse_time(meta.get("created")), _parse_time(meta.get("ended"))
     if created is not None and ended is not None:
         return max(0.0, (ended - created).total_seconds())

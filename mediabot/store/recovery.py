@@ -4,7 +4,9 @@ The recorder keeps every WAV header in step with what it wrote, but a kill betwe
 or mid-write, leaves sizes that disagree with the file, tracks of different lengths and a mix that lags the tracks.
 :func:`repair_call` puts a call folder back to what a clean close leaves:
 
-1. every ``audio/*.wav`` is cut to whole samples and its RIFF and data sizes rewritten to match the file;
+1. every ``audio/*.wav`` is cut to whole samples and its header rewritten to match the file: RIFF, or RF64 past
+   4 GiB (see :func:`mediabot.store.layout.wav_header`); the 44-byte headers of older recordings and other writers'
+   16 kHz mono PCM16 files get their sizes rewritten in place;
 2. every track is padded with silence to the longest, and the tail of ``mixed.wav`` that is missing is rebuilt from
    the tracks, so ``mixed`` is again the saturating sum of the tracks, sample by sample;
 3. a half-written last line of a ``.jsonl`` file is cut off; temp files of interrupted atomic writes are removed;
@@ -25,6 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -34,8 +37,10 @@ from mediabot.store.layout import (
     MIXED_NAME,
     SAMPLE_BYTES,
     WAV_HEADER_BYTES,
+    WavFormatError,
     open_private,
     wav_header,
+    wav_info,
     write_json_atomic,
 )
 
@@ -43,7 +48,16 @@ __all__ = ["RepairReport", "repair_call", "repair_folders", "repair_recordings"]
 
 _BLOCK = 16 * SAMPLE_RATE
 _TAIL_BLOCK = 64 * 1024
-_HEADER_SIZE_FIELDS = ((4, 8), (40, 44))
+# The size fields of our header, and of the 44-byte one older recordings have: masked when matching a torn header.
+_SIZE_FIELDS = ((4, 8), (WAV_HEADER_BYTES - 4, WAV_HEADER_BYTES))
+_LEGACY_HEADER_BYTES = 44
+_LEGACY_SIZE_FIELDS = ((4, 8), (40, 44))
+_RESERVE = slice(12, 20)  # the chunk that is JUNK in a RIFF recording, ds64 in an RF64 one
+_FMT = slice(48, WAV_HEADER_BYTES - 8)  # our fmt chunk
+_DS64_SIZES = 20  # riffSize, dataSize, sampleCount: 64 bits each, at the start of the ds64 body
+_NO_SIZE = 0xFFFFFFFF  # RF64's "see ds64"
+_MAX_RIFF_SIZE = _NO_SIZE - 1  # the most a plain RIFF header says
+_Kind = Literal["ours", "riff", "rf64"]
 
 
 @dataclass
@@ -77,12 +91,18 @@ class RepairReport:
 
 @dataclass
 class _Wav:
-    """An open 16 kHz mono PCM16 WAV file: where its samples start and how many whole samples it holds."""
+    """An open 16 kHz mono PCM16 WAV file: where its samples start, how many whole samples it holds, its header kind.
+
+    ``kind`` is ``"ours"`` (our header: rewritten whole, RIFF or RF64 by size), ``"riff"`` (the 44-byte header of an
+    older recording, or another writer's chunks: sizes rewritten in place) or ``"rf64"`` (another writer's RF64 file:
+    the ds64 sizes rewritten in place).
+    """
 
     path: Path
     fd: int
     data_offset: int
     samples: int
+    kind: _Kind = "ours"
 
     def read(self, start: int, count: int) -> npt.NDArray[np.int16]:
         raw = os.pread(self.fd, count * SAMPLE_BYTES, self.data_offset + start * SAMPLE_BYTES)
@@ -99,10 +119,27 @@ class _Wav:
             done += os.pwrite(self.fd, view[done:], offset + done)
         self.samples += data.size
 
-    def write_sizes(self) -> None:
+    def header(self) -> list[tuple[int, bytes]]:
+        """What the header must say for the samples the file holds: ``(offset, bytes)`` to write."""
         data_bytes = self.samples * SAMPLE_BYTES
-        os.pwrite(self.fd, struct.pack("<I", self.data_offset + data_bytes - 8), 4)
-        os.pwrite(self.fd, struct.pack("<I", data_bytes), self.data_offset - 4)
+        if self.kind == "ours":
+            return [(0, wav_header(data_bytes))]
+        riff_size = self.data_offset - 8 + data_bytes
+        if self.kind == "rf64":
+            sizes = struct.pack("<QQQ", riff_size, data_bytes, self.samples)
+            return [(_DS64_SIZES, sizes), (self.data_offset - 4, struct.pack("<I", _NO_SIZE))]
+        if riff_size > _MAX_RIFF_SIZE:  # no room for ds64: say what a RIFF header can, whole samples
+            data_bytes = (_MAX_RIFF_SIZE - (self.data_offset - 8)) // SAMPLE_BYTES * SAMPLE_BYTES
+            riff_size = self.data_offset - 8 + data_bytes
+        return [(4, struct.pack("<I", riff_size)), (self.data_offset - 4, struct.pack("<I", data_bytes))]
+
+    def header_matches(self) -> bool:
+        """Whether the header on disk already says what :meth:`header` would write."""
+        return all(os.pread(self.fd, len(data), offset) == data for offset, data in self.header())
+
+    def write_sizes(self) -> None:
+        for offset, data in self.header():
+            os.pwrite(self.fd, data, offset)
 
 
 def repair_recordings(output_dir: Path, *, interrupted_only: bool = False) -> list[RepairReport]:
@@ -223,58 +260,60 @@ def _open_wav(path: Path, report: RepairReport) -> _Wav | None:
     fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     try:
         size = os.fstat(fd).st_size
-        head = os.pread(fd, 4096, 0)
-        if size < WAV_HEADER_BYTES and _is_header_prefix(head):
+        head = os.pread(fd, WAV_HEADER_BYTES, 0)
+        if _is_torn_header(head, size):
             # Killed while creating the file: nothing but (part of) the header was written.
             os.ftruncate(fd, 0)
             os.pwrite(fd, wav_header(0), 0)
             report.headers_fixed.append(path.name)
             return _Wav(path, fd, WAV_HEADER_BYTES, 0)
-        data_offset = _data_offset(head)
-        if data_offset is None:
+        try:
+            info = wav_info(fd)
+        except WavFormatError:
+            info = None
+        if info is None or not info.is_recording:
             report.problems.append(f"{path.name}: not a 16 kHz mono PCM16 WAV file, left as it is")
             os.close(fd)
             return None
-        samples = (size - data_offset) // SAMPLE_BYTES
-        wav = _Wav(path, fd, data_offset, samples)
-        end = data_offset + samples * SAMPLE_BYTES
-        riff, data = struct.unpack_from("<I", head, 4)[0], struct.unpack_from("<I", head, data_offset - 4)[0]
-        if size != end or riff != end - 8 or data != samples * SAMPLE_BYTES:
+        # Our files end with their data chunk: whatever follows the data offset is samples (a torn last one cut).
+        samples = (size - info.data_offset) // SAMPLE_BYTES
+        wav = _Wav(path, fd, info.data_offset, samples, _kind(head, info.data_offset, info.rf64))
+        end = info.data_offset + samples * SAMPLE_BYTES
+        if size != end or not wav.header_matches():
             if size != end:
                 os.ftruncate(fd, end)
             wav.write_sizes()
             report.headers_fixed.append(path.name)
+        if wav.kind == "riff" and wav.data_offset - 8 + samples * SAMPLE_BYTES > _MAX_RIFF_SIZE:
+            report.problems.append(f"{path.name}: longer than its RIFF header can say; readers see its first 4 GiB")
         return wav
     except BaseException:
         os.close(fd)
         raise
 
 
-def _is_header_prefix(head: bytes) -> bool:
-    expected = wav_header(0)
+def _kind(head: bytes, data_offset: int, rf64: bool) -> _Kind:
+    ours = wav_header(0)
+    reserve = head[_RESERVE] in (ours[_RESERVE], b"ds64" + ours[_RESERVE][4:])
+    if data_offset == WAV_HEADER_BYTES and reserve and head[_FMT] == ours[_FMT]:
+        return "ours"
+    return "rf64" if rf64 else "riff"
+
+
+def _is_torn_header(head: bytes, size: int) -> bool:
+    """Whether the file is a header cut short (ours, or the 44-byte one of older recordings) and nothing else."""
+    ours = wav_header(0)
+    legacy = ours[:12] + ours[48:]  # the same fmt and data chunks without the JUNK reserve
+    return (size < WAV_HEADER_BYTES and _matches(head, ours, _SIZE_FIELDS)) or (
+        size < _LEGACY_HEADER_BYTES and _matches(head, legacy, _LEGACY_SIZE_FIELDS)
+    )
+
+
+def _matches(head: bytes, expected: bytes, size_fields: tuple[tuple[int, int], ...]) -> bool:
     masked = bytearray(head[: len(expected)])
-    for start, end in _HEADER_SIZE_FIELDS:
+    for start, end in size_fields:
         masked[start:end] = expected[start:end][: max(0, len(masked) - start)]
     return bytes(masked) == expected[: len(masked)]
-
-
-def _data_offset(head: bytes) -> int | None:
-    """Where the samples of a 16 kHz mono PCM16 RIFF/WAVE file start (its ``data`` chunk is the last one)."""
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-        return None
-    position = 12
-    pcm = False
-    while position + 8 <= len(head):
-        chunk_id = head[position : position + 4]
-        chunk_size = struct.unpack_from("<I", head, position + 4)[0]
-        body = position + 8
-        if chunk_id == b"fmt " and chunk_size >= 16 and body + 16 <= len(head):
-            audio_format, channels, rate, _, _, bits = struct.unpack_from("<HHIIHH", head, body)
-            pcm = (audio_format, channels, rate, bits) == (1, 1, SAMPLE_RATE, 16)
-        elif chunk_id == b"data":
-            return body if pcm else None
-        position = body + chunk_size + (chunk_size & 1)
-    return None
 
 
 def _create_wav(path: Path) -> _Wav:

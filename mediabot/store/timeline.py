@@ -33,7 +33,7 @@ from matplotlib.ticker import FuncFormatter, MultipleLocator
 from matplotlib.transforms import offset_copy
 
 from mediabot.store.index import UnknownCallError
-from mediabot.store.layout import read_jsonl, write_bytes_atomic
+from mediabot.store.layout import MIXED_NAME, WavFormatError, read_jsonl, wav_info, write_bytes_atomic
 
 __all__ = [
     "PROMPTS_KEY",
@@ -250,7 +250,8 @@ def timeline_lanes(call_dir: Path) -> TimelineData:
     """Read a call folder into lanes: participants in ``call.json`` order, then any only seen in segments or events.
 
     Times are call-timeline seconds, negative ones clamped to 0. The duration is the recording's length
-    (``recording.files.seconds``), else the latest time seen. :class:`UnknownCallError` if ``call.json`` is
+    (``recording.files.seconds``, else the samples of ``audio/mixed.wav``: a call cut short), else the latest time
+    seen. :class:`UnknownCallError` if ``call.json`` is
     missing or is not a JSON object.
     """
     call_dir = Path(call_dir)
@@ -299,6 +300,8 @@ def timeline_lanes(call_dir: Path) -> TimelineData:
         latest = max(latest, start + (length or 0.0))
 
     duration = _recording_seconds(meta)
+    if duration is None:
+        duration = _mixed_seconds(call_dir)
     if duration is None:
         duration = latest
     for source, start, length in playing:
@@ -370,6 +373,13 @@ def _recording_seconds(meta: dict[str, Any]) -> float | None:
     recording = meta.get("recording")
     files = recording.get("files") if isinstance(recording, dict) else None
     return _seconds(files.get("seconds")) if isinstance(files, dict) else None
+
+
+def _mixed_seconds(call_dir: Path) -> float | None:
+    try:
+        return wav_info(call_dir / "audio" / f"{MIXED_NAME}.wav").seconds
+    except (OSError, WavFormatError):
+        return None
 
 
 def _seconds(value: object) -> float | None:

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import os
-import struct
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import soxr
 from mediabot._errors import MediaError
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
 from mediabot.media.vad import SegmenterParams, SpeechSegmenter, VoiceActivityDetector, create_vad
-from mediabot.store.layout import MIXED_NAME
+from mediabot.store.layout import MIXED_NAME, WavFormatError, wav_info
 from mediabot.transcribe.base import Transcriber, TranscriptEntry, Word
 from mediabot.transcribe.writers import write_subtitles, write_transcript_json
 
@@ -44,8 +43,6 @@ T = TypeVar("T")
 _BLOCK_S = 10  # seconds of a WAV read (and resampled) at a time by transcribe_wav
 _PCM = 1
 _FLOAT = 3
-_EXTENSIBLE = 0xFFFE
-_UNKNOWN_SIZES = (0, 0xFFFFFFFF)  # a data size a recorder never got to write
 
 
 class RecordingReadError(MediaError):
@@ -58,8 +55,9 @@ class RecordingReadError(MediaError):
 class _WavFile:
     """A WAV file read by position (``os.pread``: safe from several threads), decoded to mono.
 
-    Reads PCM 8/16/24/32-bit and IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE. A data chunk whose size was
-    never written (a recording cut short) reaches to the end of the file.
+    Reads PCM 8/16/24/32-bit and IEEE float 32/64-bit, plain or WAVE_FORMAT_EXTENSIBLE, RIFF or RF64 (through
+    :func:`mediabot.store.layout.wav_info`). A data chunk whose size was never written (a recording cut short)
+    reaches to the end of the file.
     """
 
     def __init__(self, path: Path) -> None:
@@ -69,47 +67,25 @@ class _WavFile:
         except OSError as exc:
             raise RecordingReadError(f"cannot open {path}: {exc.strerror or exc}") from exc
         try:
-            self._parse(os.fstat(self._fd).st_size)
+            self._parse()
         except BaseException:
             os.close(self._fd)
             raise
 
-    def _parse(self, size: int) -> None:
-        head = os.pread(self._fd, 12, 0)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise RecordingReadError(f"{self.path} is not a WAV (RIFF/WAVE) file")
-        fmt: bytes | None = None
-        position = 12
-        while position + 8 <= size:
-            chunk_id, length = struct.unpack("<4sI", os.pread(self._fd, 8, position))
-            start = position + 8
-            if chunk_id == b"fmt ":
-                fmt = os.pread(self._fd, length, start)
-            elif chunk_id == b"data":
-                if length in _UNKNOWN_SIZES or start + length > size:
-                    length = size - start
-                self._data_start, data_bytes = start, length
-                break
-            position = start + length + (length & 1)
-        else:
-            raise RecordingReadError(f"{self.path} has no audio data chunk")
-        if fmt is None or len(fmt) < 16:
-            raise RecordingReadError(f"{self.path} has no format chunk before its data")
-        tag: int
-        channels: int
-        rate: int
-        block_align: int
-        bits: int
-        tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
-        if tag == _EXTENSIBLE and len(fmt) >= 26:
-            (tag,) = struct.unpack("<H", fmt[24:26])  # the sub-format GUID starts with the plain format tag
+    def _parse(self) -> None:
+        try:
+            info = wav_info(self._fd)
+        except WavFormatError as exc:
+            raise RecordingReadError(f"{self.path}: {exc}") from exc
+        tag, channels, rate, bits = info.format_tag, info.channels, info.rate, info.bits
         supported = (tag == _PCM and bits in (8, 16, 24, 32)) or (tag == _FLOAT and bits in (32, 64))
-        if not supported or channels < 1 or rate < 1 or block_align != channels * bits // 8:
+        if not supported or info.block_align != channels * bits // 8:
             raise RecordingReadError(
                 f"{self.path}: unsupported WAV format (format {tag:#x}, {bits} bits, {channels} channel(s), {rate} Hz)"
             )
-        self.tag, self.channels, self.rate, self.bits, self.block_align = tag, channels, rate, bits, block_align
-        self.frames: int = data_bytes // block_align
+        self.tag, self.channels, self.rate, self.bits, self.block_align = tag, channels, rate, bits, info.block_align
+        self._data_start = info.data_offset
+        self.frames: int = info.frames
 
     @property
     def duration_s(self) -> float:

@@ -8,6 +8,7 @@ import os
 import select
 import signal
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -22,7 +23,8 @@ import numpy.typing as npt
 import pytest
 
 from mediabot.media.recorder import POOL_MAX, CallRecorder, RecorderError, RecorderIO
-from mediabot.store.layout import CallPaths
+from mediabot.store import layout
+from mediabot.store.layout import WAV_HEADER_BYTES, CallPaths, wav_header, wav_info
 from mediabot.store.recovery import repair_call
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +56,20 @@ def read_wav(path: Path) -> Int16Array:
         assert (reader.getnchannels(), reader.getsampwidth(), reader.getframerate()) == (1, 2, SR)
         assert reader.getcomptype() == "NONE"
         return np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
+
+
+def decode(path: Path) -> Int16Array:
+    """Every sample ffmpeg decodes from a recording (RIFF or RF64): a reader independent of ours."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        assert (stream.codec_context.name, stream.rate) == ("pcm_s16le", SR)
+        frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+    return np.concatenate(frames).astype(np.int16) if frames else np.zeros(0, np.int16)
+
+
+def head(path: Path) -> bytes:
+    with path.open("rb") as raw:
+        return raw.read(WAV_HEADER_BYTES)
 
 
 def saturating_sum(*tracks: Int16Array) -> Int16Array:
@@ -257,6 +273,49 @@ async def test_headers_are_valid_while_the_call_is_open(io: RecorderIO, paths: C
     await rec.close()
 
 
+async def test_a_file_turns_rf64_in_place_when_it_passes_the_riff_limit(
+    io: RecorderIO, paths: CallPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The header is rewritten by the IO thread after every data write; it reads layout.RIFF_LIMIT each time, so a
+    # lowered limit (1.25 s of audio) takes a short call down the same path a 37.3-hour one takes at 4 GiB.
+    monkeypatch.setattr(layout, "RIFF_LIMIT", 40000)
+    rec = CallRecorder(paths, io, ogg=True)
+    a, b = rec.open_track("a", "a"), rec.open_track("b", "b")
+    src_a, src_b = noise(16, 3 * SR), noise(17, 3 * SR)
+
+    async def record(start: int, end: int) -> None:
+        for position in range(start, end, FRAME):
+            a.write(position, src_a[position : position + FRAME])
+            b.write(position, src_b[position : position + FRAME])
+        rec.tick(end)
+        await rec.sync()
+
+    await record(0, SR)
+    assert head(paths.track("a"))[:4] == b"RIFF"
+    np.testing.assert_array_equal(read_wav(paths.track("a")), src_a[: read_wav(paths.track("a")).size])
+    await record(SR, 3 * SR)
+    for path in (paths.track("a"), paths.mixed):  # while the call is open: RF64, sizes of what is on disk
+        size = path.stat().st_size
+        assert head(path) == wav_header(size - WAV_HEADER_BYTES)
+        assert head(path)[:4] == b"RF64"
+    assert wav_info(paths.track("a")).frames == (paths.track("a").stat().st_size - WAV_HEADER_BYTES) // 2 >= 2 * SR
+    summary = await rec.close()
+
+    assert summary.samples == 3 * SR
+    for path, expected in [
+        (paths.track("a"), src_a),
+        (paths.track("b"), src_b),
+        (paths.mixed, saturating_sum(src_a, src_b)),
+    ]:
+        assert head(path) == wav_header(2 * 3 * SR)
+        assert struct.unpack_from("<QQQ", head(path), 20) == (WAV_HEADER_BYTES - 8 + 6 * SR, 6 * SR, 3 * SR)
+        np.testing.assert_array_equal(decode(path), expected)
+    assert summary.mixed is not None and summary.mixed.ogg is not None
+    with av.open(str(summary.mixed.ogg)) as container:  # the Opus copy is made from the RF64 file
+        seconds = sum(frame.samples / frame.sample_rate for frame in container.decode(audio=0))
+    assert abs(seconds - 3.0) < 0.05
+
+
 async def test_a_stalled_source_does_not_hold_the_mix_back(io: RecorderIO, paths: CallPaths) -> None:
     rec = CallRecorder(paths, io, hold_s=1.0)
     talker, stalled = rec.open_track("t", "t"), rec.open_track("s", "s")
@@ -377,7 +436,7 @@ async def test_disk_full_stops_one_file_reports_once_and_keeps_it_valid(
     # No small filesystem to fill here: the disk "fills" for bob.wav alone, one odd byte past 1 s of audio, with the
     # kernel's behaviour (a short write, then ENOSPC). Everything else goes through the real os.pwrite.
     real_pwrite = os.pwrite
-    limit = 44 + 2 * SR + 1
+    limit = WAV_HEADER_BYTES + 2 * SR + 1
 
     def pwrite(fd: int, data: Any, offset: int) -> int:
         if os.readlink(f"/proc/self/fd/{fd}").endswith("/bob.wav") and offset + len(data) > limit:
@@ -404,7 +463,7 @@ async def test_disk_full_stops_one_file_reports_once_and_keeps_it_valid(
     assert summary.tracks["b"].error == reported[0]
     assert summary.tracks["b"].samples == SR
     np.testing.assert_array_equal(read_wav(paths.track("bob")), src_b[:SR])
-    assert paths.track("bob").stat().st_size == 44 + 2 * SR, "cut back to whole samples"
+    assert paths.track("bob").stat().st_size == WAV_HEADER_BYTES + 2 * SR, "cut back to whole samples"
     np.testing.assert_array_equal(read_wav(paths.track("alice")), src_a)
     np.testing.assert_array_equal(read_wav(paths.mixed), saturating_sum(src_a, src_b))
     assert summary.tracks["a"].error is None
@@ -459,7 +518,10 @@ import asyncio, sys
 from pathlib import Path
 import numpy as np
 from mediabot.media.recorder import CallRecorder, RecorderIO
+from mediabot.store import layout
 from mediabot.store.layout import CallPaths
+
+layout.RIFF_LIMIT = int(sys.argv[3])
 
 def source(track, start, count):
     p = np.arange(start, start + count, dtype=np.int64)
@@ -500,11 +562,12 @@ def child_source(track: int, start: int, count: int) -> Int16Array:
     return (((p * (7 + track) + 1000 * track) % 16001) - 8000).astype(np.int16)
 
 
-def test_kill_9_loses_at_most_a_second_and_repairs(tmp_path: Path) -> None:
+@pytest.mark.parametrize("riff_limit", [layout.RIFF_LIMIT, 2 * SR * 2], ids=["riff", "rf64-after-2s"])
+def test_kill_9_loses_at_most_a_second_and_repairs(tmp_path: Path, riff_limit: int) -> None:
     ready_at = 5 * SR
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(tmp_path), str(ready_at)],
+        [sys.executable, "-c", CHILD, str(tmp_path), str(ready_at), str(riff_limit)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
@@ -527,18 +590,25 @@ def test_kill_9_loses_at_most_a_second_and_repairs(tmp_path: Path) -> None:
 
     audio = tmp_path / "call" / "audio"
     names = ["a", "b", "c"]
-    on_disk = {name: (os.path.getsize(audio / f"{name}.wav") - 44) // 2 for name in names}
+    on_disk = {name: (os.path.getsize(audio / f"{name}.wav") - WAV_HEADER_BYTES) // 2 for name in names}
     assert min(on_disk.values()) >= ready_at - SR, on_disk
-    for name in names:  # before any repair, every header already describes audio that is really there
-        as_is = read_wav(audio / f"{name}.wav")
-        assert ready_at - SR <= as_is.size <= on_disk[name]
-    assert read_wav(audio / "mixed.wav").size >= ready_at - 2 * SR
+    rf64 = riff_limit < 2 * ready_at
+    for name in [*names, "mixed"]:  # before any repair, every header already describes audio that is really there
+        assert head(audio / f"{name}.wav")[:4] == (b"RF64" if rf64 else b"RIFF")
+        as_is = decode(audio / f"{name}.wav")
+        assert wav_info(audio / f"{name}.wav").frames == as_is.size
+        if name != "mixed":
+            assert ready_at - SR <= as_is.size <= on_disk[name]
+    assert decode(audio / "mixed.wav").size >= ready_at - 2 * SR
 
     report = repair_call(tmp_path / "call")
     assert report.marked_recovered and report.call_json_created
-    files = {name: read_wav(audio / f"{name}.wav") for name in names}
-    mixed = read_wav(audio / "mixed.wav")
+    files = {name: decode(audio / f"{name}.wav") for name in names}
+    mixed = decode(audio / "mixed.wav")
     length = mixed.size
+    for name in [*names, "mixed"]:
+        assert os.path.getsize(audio / f"{name}.wav") == WAV_HEADER_BYTES + 2 * length
+        assert head(audio / f"{name}.wav") == wav_header(2 * length), "RIFF or RF64 with the exact sizes"
     assert {f.size for f in files.values()} == {length} and length >= ready_at
     np.testing.assert_array_equal(mixed, saturating_sum(*files.values()))
     expected = {

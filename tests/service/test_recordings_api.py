@@ -18,6 +18,7 @@ import pytest
 from mediabot.audio import SAMPLE_RATE
 from mediabot.sandbox import SandboxServer
 from mediabot.store.index import INDEX_FILE, RecordingsIndex
+from mediabot.store.layout import WAV_HEADER_BYTES
 from tests.service.conftest import API_KEY, ServiceServer
 
 SPEECH = Path(__file__).resolve().parents[1] / "fixtures" / "speech"
@@ -377,7 +378,7 @@ def test_audio_is_served_whole_and_by_byte_range(recorded: ServiceServer, tmp_pa
     assert whole.headers["accept-ranges"] == "bytes"
     assert "private" in whole.headers["cache-control"]
     # Where a player seeks to: Alex's speech, 4.3 s in.
-    start = 44 + round(4.3 * SAMPLE_RATE) * 2
+    start = WAV_HEADER_BYTES + round(4.3 * SAMPLE_RATE) * 2
     part = recorded.client.get(url, headers={"Range": f"bytes={start}-{start + 3199}"})
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes {start}-{start + 3199}/{len(data)}"

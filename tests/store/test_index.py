@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from mediabot._errors import MediaBotError
+from mediabot.store import layout
 from mediabot.store.index import (
     INDEX_FILE,
     RecordingsIndex,
@@ -485,3 +486,29 @@ def test_export_of_an_unknown_call_is_an_unknown_call_error(out: Path, tmp_path:
     with pytest.raises(UnknownCallError):
         export_call(out, call_id, "zip", tmp_path / "exports")
     assert not (tmp_path / "exports").exists()
+
+
+@pytest.mark.parametrize("kind", ["riff", "rf64", "44-byte", "damaged"])
+def test_a_recovered_calls_duration_is_the_mix_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # No recording summary in call.json (the process died): the duration is the mix's sample count, from its header.
+    root = tmp_path / "out"
+    folder = write_call(root, "call-r", meta={"call_id": "call-r", "recovered": True})
+    samples = 12345
+    mixed = folder / "audio" / "mixed.wav"
+    if kind == "rf64":
+        monkeypatch.setattr(layout, "RIFF_LIMIT", 1000)
+    write_wav(mixed, samples)
+    if kind == "44-byte":  # a recording from before the ds64 reserve, with a LIST chunk a tool added
+        header = wav_header(samples * 2)
+        extra = b"LIST" + (4).to_bytes(4, "little") + b"INFO"
+        riff_size = (36 + len(extra) + samples * 2).to_bytes(4, "little")
+        mixed.write_bytes(b"RIFF" + riff_size + b"WAVE" + header[48:72] + extra + header[72:] + bytes(samples * 2))
+    elif kind == "damaged":
+        mixed.write_bytes(b"not a wav")
+    assert mixed.read_bytes()[:4] == {"riff": b"RIFF", "rf64": b"RF64", "44-byte": b"RIFF", "damaged": b"not "}[kind]
+    with RecordingsIndex(root / INDEX_FILE) as index:
+        index.reindex(root)
+        row = index.list_calls()[0]
+    assert row.duration_s == (None if kind == "damaged" else samples / 16000)

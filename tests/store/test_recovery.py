@@ -10,11 +10,14 @@ import struct
 import wave
 from pathlib import Path
 
+import av
 import numpy as np
 import numpy.typing as npt
+import pytest
 
 from mediabot.media.recorder import CallRecorder, RecorderIO
-from mediabot.store.layout import CallPaths, wav_header, write_json_atomic
+from mediabot.store import layout
+from mediabot.store.layout import WAV_HEADER_BYTES, CallPaths, wav_header, wav_info, write_json_atomic
 from mediabot.store.recovery import repair_call, repair_recordings
 
 Int16Array = npt.NDArray[np.int16]
@@ -35,9 +38,29 @@ def read_wav(path: Path) -> Int16Array:
         return np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
 
 
+def head(path: Path) -> bytes:
+    with path.open("rb") as raw:
+        return raw.read(WAV_HEADER_BYTES)
+
+
 def header_sizes(path: Path) -> tuple[int, int]:
-    raw = path.read_bytes()[:44]
-    return struct.unpack_from("<I", raw, 4)[0], struct.unpack_from("<I", raw, 40)[0]
+    raw = head(path)
+    return struct.unpack_from("<I", raw, 4)[0], struct.unpack_from("<I", raw, WAV_HEADER_BYTES - 4)[0]
+
+
+def read_samples(path: Path) -> Int16Array:
+    """The samples of a RIFF or RF64 recording, through ffmpeg (an independent reader)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+    return np.concatenate(frames).astype(np.int16) if frames else np.zeros(0, np.int16)
+
+
+def ds64_sizes(path: Path) -> tuple[int, int, int]:
+    raw = head(path)
+    assert raw[:4] == b"RF64" and raw[12:16] == b"ds64"
+    riff, data, count = struct.unpack_from("<QQQ", raw, 20)
+    return riff, data, count
 
 
 def crashed_wav(path: Path, samples: Int16Array, *, claimed: int, extra: bytes = b"") -> None:
@@ -86,8 +109,8 @@ def test_repair_call_fixes_headers_lengths_mix_lines_and_marks_recovered(tmp_pat
         assert not data[sources[name].size :].any()
     np.testing.assert_array_equal(read_wav(call / "audio" / "mixed.wav"), saturating_sum(*tracks.values()))
     for path in (call / "audio").glob("*.wav"):
-        assert path.stat().st_size == 44 + 2 * 20000
-        assert header_sizes(path) == (36 + 40000, 40000)
+        assert path.stat().st_size == WAV_HEADER_BYTES + 2 * 20000
+        assert header_sizes(path) == (WAV_HEADER_BYTES - 8 + 40000, 40000)
     assert (call / "segments.jsonl").read_bytes() == b'{"n": 1}\n{"n": 2}\n'
     assert (call / "events.jsonl").read_bytes() == b'{"e": 1}\n'
     meta = json.loads((call / "call.json").read_text())
@@ -194,3 +217,129 @@ def test_repair_recordings_walks_every_call(tmp_path: Path) -> None:
     assert [r.call_dir.name for r in reports] == ["call-9", "other"]
     assert reports[0].mixed_rebuilt == 11000
     assert not (tmp_path / "not-a-call" / "call.json").exists()
+
+
+def legacy_wav(path: Path, samples: Int16Array, *, claimed: int, extra: bytes = b"") -> None:
+    """A recording with the 44-byte header mediabot wrote before the JUNK reserve (fmt right after RIFF/WAVE)."""
+    header = (
+        b"RIFF" + struct.pack("<I", 36 + claimed * 2) + wav_header(claimed * 2)[8:12] + wav_header(claimed * 2)[48:]
+    )
+    path.write_bytes(header + samples.astype("<i2").tobytes() + extra)
+
+
+def test_old_44_byte_recordings_are_still_repaired(tmp_path: Path) -> None:
+    audio = tmp_path / "old" / "audio"
+    audio.mkdir(parents=True)
+    a, b = noise(20, 3000), noise(21, 2000)
+    legacy_wav(audio / "a.wav", a, claimed=2500, extra=b"\x07")
+    legacy_wav(audio / "b.wav", b, claimed=2000)
+    legacy_wav(audio / "mixed.wav", saturating_sum(a[:1000], b[:1000]), claimed=1000)
+    (audio / "torn.wav").write_bytes(wav_header(0)[:12] + wav_header(0)[48:60])  # an old header cut short
+    report = repair_call(tmp_path / "old")
+    assert sorted(report.headers_fixed) == ["a.wav", "torn.wav"] and report.problems == []
+    assert report.padded == {"b.wav": 1000, "torn.wav": 3000} and report.mixed_rebuilt == 2000
+    for name in ("a", "b", "mixed"):
+        raw = (audio / f"{name}.wav").read_bytes()
+        assert len(raw) == 44 + 6000, "an old file keeps its layout; only its sizes are rewritten"
+        assert struct.unpack_from("<I", raw, 4)[0] == 36 + 6000 and struct.unpack_from("<I", raw, 40)[0] == 6000
+    assert wav_info(audio / "torn.wav").data_offset == WAV_HEADER_BYTES, "a file with no samples gets our header"
+    np.testing.assert_array_equal(read_wav(audio / "a.wav"), a)
+    np.testing.assert_array_equal(read_wav(audio / "mixed.wav"), saturating_sum(a, np.r_[b, np.zeros(1000, np.int16)]))
+    assert not repair_call(tmp_path / "old").changed
+
+
+def test_a_torn_rf64_file_is_repaired_with_exact_sizes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The writer switches to RF64 at RIFF_LIMIT: lowered, a few thousand samples cross it on the real code path.
+    monkeypatch.setattr(layout, "RIFF_LIMIT", 4000)
+    audio = tmp_path / "c" / "audio"
+    audio.mkdir(parents=True)
+    a, b = noise(22, 6000), noise(23, 5000)
+    crashed_wav(audio / "a.wav", a, claimed=4000, extra=b"\x01")  # RF64, ds64 sizes behind the file, half a sample
+    crashed_wav(audio / "b.wav", b, claimed=1000)  # still RIFF: killed right after the write that crossed the limit
+    crashed_wav(audio / "mixed.wav", saturating_sum(a[:3000], b[:3000]), claimed=2500)
+    assert head(audio / "a.wav")[:4] == b"RF64" and head(audio / "b.wav")[:4] == b"RIFF"
+    report = repair_call(tmp_path / "c")
+    assert sorted(report.headers_fixed) == ["a.wav", "b.wav", "mixed.wav"] and report.problems == []
+    assert report.padded == {"b.wav": 1000} and report.mixed_rebuilt == 3000
+    for path in audio.glob("*.wav"):
+        assert path.stat().st_size == WAV_HEADER_BYTES + 12000
+        assert head(path) == wav_header(12000)
+        assert ds64_sizes(path) == (WAV_HEADER_BYTES - 8 + 12000, 12000, 6000)
+        assert wav_info(path).frames == 6000
+    tracks = [read_samples(audio / "a.wav"), read_samples(audio / "b.wav")]
+    np.testing.assert_array_equal(tracks[0], a)
+    np.testing.assert_array_equal(tracks[1], np.r_[b, np.zeros(1000, np.int16)])
+    np.testing.assert_array_equal(read_samples(audio / "mixed.wav"), saturating_sum(*tracks))
+    assert not repair_call(tmp_path / "c").changed
+
+
+def test_an_rf64_file_cut_below_the_limit_gets_a_riff_header(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(layout, "RIFF_LIMIT", 4000)
+    audio = tmp_path / "c" / "audio"
+    audio.mkdir(parents=True)
+    a = noise(24, 1500)
+    crashed_wav(audio / "a.wav", a, claimed=6000)  # the header says more than the file holds (cut by a disk)
+    assert head(audio / "a.wav")[:4] == b"RF64"
+    repair_call(tmp_path / "c")
+    assert head(audio / "a.wav") == wav_header(3000)
+    assert header_sizes(audio / "a.wav") == (WAV_HEADER_BYTES - 8 + 3000, 3000)
+    np.testing.assert_array_equal(read_wav(audio / "a.wav"), a)
+
+
+def test_another_writers_rf64_file_gets_its_ds64_sizes_fixed_in_place(tmp_path: Path) -> None:
+    audio = tmp_path / "c" / "audio"
+    audio.mkdir(parents=True)
+    a = noise(25, 4000)
+    path = audio / "a.wav"
+    with av.open(str(path), "w", format="wav", options={"rf64": "always"}) as container:  # ds64, fmt, LIST, data
+        stream = container.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(a.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = 16000, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    offset = wav_info(path).data_offset
+    assert offset != WAV_HEADER_BYTES
+    with path.open("r+b") as raw:  # a crash: 1000 more samples and a torn one past what ds64 says
+        raw.seek(0, os.SEEK_END)
+        raw.write(noise(26, 1000).tobytes() + b"\x05")
+    report = repair_call(tmp_path / "c")
+    assert "a.wav" in report.headers_fixed and report.problems == []
+    assert path.stat().st_size == offset + 10000
+    assert ds64_sizes(path) == (offset - 8 + 10000, 10000, 5000)
+    np.testing.assert_array_equal(read_samples(path)[:4000], a)
+    assert read_samples(path).size == 5000
+    assert not repair_call(tmp_path / "c").changed
+
+
+def test_past_4_gib_a_riff_header_becomes_rf64_and_an_old_one_says_what_it_can(tmp_path: Path) -> None:
+    # The real limit without writing 4 GiB: sparse files (only the headers and a few bytes take room on disk).
+    # Only the mix: nothing to pad or rebuild, so the repair reads nothing but headers.
+    total = 2**31 + 16000  # 4 GiB of samples + 1 s
+    ours, old = tmp_path / "ours", tmp_path / "old"
+    for call in (ours, old):
+        (call / "audio").mkdir(parents=True)
+    with (ours / "audio" / "mixed.wav").open("wb") as out:
+        out.write(wav_header(2 * (total - 16000) - 2))  # killed after the write that crossed the limit
+        out.truncate(WAV_HEADER_BYTES + 2 * total + 1)
+    with (old / "audio" / "mixed.wav").open("wb") as out:
+        header = wav_header(0)
+        out.write(header[:12] + header[48:])
+        out.truncate(44 + 2 * total)
+    report = repair_call(ours)
+    assert report.headers_fixed == ["mixed.wav"] and report.problems == []
+    path = ours / "audio" / "mixed.wav"
+    assert path.stat().st_size == WAV_HEADER_BYTES + 2 * total
+    assert ds64_sizes(path) == (WAV_HEADER_BYTES - 8 + 2 * total, 2 * total, total)
+    assert wav_info(path).frames == total
+    with av.open(str(path)) as container:
+        assert container.streams.audio[0].duration == total
+    assert not repair_call(ours).changed
+
+    report = repair_call(old)
+    assert report.headers_fixed == ["mixed.wav"]
+    assert len(report.problems) == 1 and "4 GiB" in report.problems[0]
+    with (old / "audio" / "mixed.wav").open("rb") as raw:
+        riff, data = struct.unpack("<I32xI", raw.read(44)[4:])
+    assert (riff, data) == (0xFFFFFFFE, 0xFFFFFFFE - 36), "the most a RIFF header can say, in whole samples"
+    assert (old / "audio" / "mixed.wav").stat().st_size == 44 + 2 * total, "no sample is thrown away"
+    assert not repair_call(old).headers_fixed

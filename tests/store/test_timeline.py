@@ -15,7 +15,9 @@ from matplotlib.colors import to_rgb
 from PIL import Image
 
 from mediabot._errors import MediaBotError
+from mediabot.store import layout
 from mediabot.store.index import UnknownCallError
+from mediabot.store.layout import wav_header
 from mediabot.store.timeline import (
     PROMPTS_COLOR,
     PROMPTS_KEY,
@@ -176,6 +178,25 @@ def test_to_json_is_plain_json(call: Path) -> None:
     assert alex["segments"] == [{"start": 6.0, "end": 9.0}]
     assert alex["tones"][1] == {"digit": "#", "start": 11.2, "end": 11.28}
     assert data["prompts"][0] == {"source": "prompts/welcome.wav", "start": 0.5, "end": 2.6}
+
+
+@pytest.mark.parametrize("riff_limit", [layout.RIFF_LIMIT, 1000], ids=["riff", "rf64"])
+def test_duration_of_a_call_cut_short_is_its_mix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, riff_limit: int
+) -> None:
+    # No recording summary (the process died, recovery repaired the files): the mix says how long the call is.
+    monkeypatch.setattr(layout, "RIFF_LIMIT", riff_limit)
+    folder = write_call(
+        tmp_path / "c",
+        participants=[{"id": ADELE, "display_name": "Adele Vance", "source_ids": ["4"]}],
+        segments=[segment("4", ADELE, "Adele Vance", 2.0, 6.5)],
+    )
+    samples = 8 * 16000 + 3
+    (folder / "audio").mkdir()
+    (folder / "audio" / "mixed.wav").write_bytes(wav_header(2 * samples) + bytes(2 * samples))
+    data = timeline_lanes(folder)
+    assert data.duration == samples / 16000
+    assert data.lane(ADELE).segments == (Span(2.0, 6.5),)
 
 
 def test_duration_without_recording_is_the_latest_time_seen(tmp_path: Path) -> None:

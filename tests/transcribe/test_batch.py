@@ -11,12 +11,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import av
 import numpy as np
 import numpy.typing as npt
 import pytest
 import soxr
 
 from mediabot.media.vad import WebRtcVad
+from mediabot.store import layout
 from mediabot.store.layout import wav_header
 from mediabot.transcribe.base import Transcription, TranscriptionError, Word
 from mediabot.transcribe.batch import RecordingReadError, transcribe_call, transcribe_wav
@@ -165,6 +167,39 @@ async def test_a_track_cut_short_by_a_crash_is_still_read(tmp_path: Path) -> Non
     assert np.array_equal(heard[0], track[16000:32000])
     assert np.array_equal(heard[1], track[40000:48000])  # what the track has of a segment past its end
     assert [e.text for e in entries] == ["heard 16000", "heard 8000"]
+
+
+async def test_rf64_tracks_are_cut_exactly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A call past 4 GiB has RF64 files; the RF64 switch is lowered to 1000 bytes so that a short call has them too.
+    monkeypatch.setattr(layout, "RIFF_LIMIT", 1000)
+    folder = tmp_path / "call-rf64"
+    tracks = {"alice": ramp(3 * RATE, 11), "bob": ramp(3 * RATE, 999)}
+    make_call(folder, tracks, [seg("alice", 0.5, 1.25), seg("bob", 2.0, 3.0)])
+    assert (folder / "audio" / "alice.wav").read_bytes()[:4] == b"RF64"
+    fake = FakeTranscriber()
+    entries = await transcribe_call(folder, fake)
+    heard = sorted(fake.heard, key=len)
+    assert np.array_equal(heard[0], tracks["alice"][8000:20000])
+    assert np.array_equal(heard[1], tracks["bob"][32000:48000])
+    assert [e.text for e in entries] == ["heard 12000", "heard 16000"]
+
+
+async def test_an_rf64_file_from_ffmpeg_is_transcribed(tmp_path: Path) -> None:
+    timeline, _ = speech_timeline()
+    samples = np.rint(timeline[: 5 * RATE] * 32767).astype(np.int16)
+    path = tmp_path / "broadcast.wav"
+    with av.open(str(path), "w", format="wav", options={"rf64": "always"}) as container:
+        stream = container.add_stream("pcm_s16le", rate=RATE, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate, frame.pts = RATE, 0
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert path.read_bytes()[:4] == b"RF64"
+    fake = FakeTranscriber()
+    entries = await transcribe_wav(path, fake)
+    assert len(entries) == 1
+    start, end = round(entries[0].start * RATE), round(entries[0].end * RATE)
+    np.testing.assert_array_equal(fake.heard[0], samples[start:end])
 
 
 class GatedTranscriber:

@@ -23,10 +23,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
-from mediabot.audio import SAMPLE_RATE
 from mediabot.service.deps import SettingsDep, require_api_key
 from mediabot.store.index import RecordingsIndex, SearchQueryError, UnknownCallError, fts_query
-from mediabot.store.layout import MIXED_NAME, SAMPLE_BYTES, WAV_HEADER_BYTES, read_jsonl, safe_name
+from mediabot.store.layout import MIXED_NAME, WavFormatError, read_jsonl, safe_name, wav_info
 from mediabot.store.timeline import TIMELINE_FILE, render_timeline, timeline_lanes
 
 __all__ = ["MARK_END", "MARK_START", "router"]
@@ -308,6 +307,14 @@ def _transcript(folder: Path, indexed: list[Any]) -> list[dict[str, Any]]:
     return sorted(lines, key=lambda line: line["start"])
 
 
+def _wav_seconds(path: Path) -> float | None:
+    """The length of a WAV file from its header (RIFF or RF64), None if it cannot be read."""
+    try:
+        return wav_info(path).seconds
+    except (OSError, WavFormatError):
+        return None
+
+
 def _audio(folder: Path, meta: dict[str, Any], base: str) -> list[dict[str, Any]]:
     """The audio files, the mix first, then the participants in call.json order, then unattributed sources."""
     participants = _participants(meta)
@@ -344,7 +351,7 @@ def _audio(folder: Path, meta: dict[str, Any], base: str) -> list[dict[str, Any]
             label = "Publisher (main)" if source_ids == [MAIN_SOURCE] else f"Source {source_ids[0]} (unattributed)"
             kind, rank = "source", len(order)
         size = (folder / AUDIO_DIR / name).stat().st_size
-        seconds = max(0, size - WAV_HEADER_BYTES) / (SAMPLE_RATE * SAMPLE_BYTES) if suffix == ".wav" else None
+        seconds = _wav_seconds(folder / AUDIO_DIR / name) if suffix == ".wav" else None
         entry = {
             "name": name,
             "url": f"{base}/audio/{quote(name, safe='')}",

@@ -103,6 +103,13 @@ class Settings(BaseSettings):
         description="Decode each RTP packet as it arrives, on the event loop (no jitter-buffer prefetch, no decoder "
         "thread hop); false uses aiortc's stock receive path.",
     )
+    media_idle_timeout: float = Field(
+        default=10.0,
+        ge=0,
+        description="Seconds without a packet (RTP or RTCP) from a WHIP publisher after which its connection is "
+        "ended as vanished and its files finished; a call whose publishers all vanished and none came back within "
+        "as long again is hung up (a standalone session closed). 0 turns this off.",
+    )
     media_workers: int = Field(
         default=0,
         ge=-1,

@@ -27,3 +27,16 @@ def test_secret_and_certificate_together_are_refused(tmp_path: Path) -> None:
 def test_a_missing_ca_bundle_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is not a file"):
         Settings(_env_file=None, ca_bundle=tmp_path / "nope.pem")
+
+
+def test_the_media_idle_timeout_comes_from_the_environment_and_zero_turns_it_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings(_env_file=None).media_idle_timeout == 10.0
+    monkeypatch.setenv("MEDIABOT_MEDIA_IDLE_TIMEOUT", "2.5")
+    assert Settings(_env_file=None).media_idle_timeout == 2.5
+    monkeypatch.setenv("MEDIABOT_MEDIA_IDLE_TIMEOUT", "0")
+    assert Settings(_env_file=None).media_idle_timeout == 0.0
+    monkeypatch.setenv("MEDIABOT_MEDIA_IDLE_TIMEOUT", "-1")
+    with pytest.raises(ValidationError, match="media_idle_timeout"):
+        Settings(_env_file=None)

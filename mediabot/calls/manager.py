@@ -2,9 +2,10 @@
 
 It owns the calls this instance handles: answering or rejecting incoming calls (policy + :class:`Bot` override,
 inside Graph's answer deadline), placing calls and joining meetings, the roster, DTMF tones, operation tracking by
-``clientContext``, keepAlive, reconciliation of silent calls by GET, the compliance-recording gate, and calling the
-user's :class:`~mediabot.calls.bot.Bot` hooks. It never touches media; it asks a
-:class:`~mediabot.calls.media.MediaProvider` for the ``mediaConfig``.
+``clientContext``, keepAlive, reconciliation of silent calls by GET, hanging up calls whose media vanished (the media
+plane's ``on_media_lost``), the compliance-recording gate, and calling the user's
+:class:`~mediabot.calls.bot.Bot` hooks. It never touches media; it asks a :class:`~mediabot.calls.media.MediaProvider`
+for the ``mediaConfig``.
 
 Concurrency model: :meth:`CallManager.handle_notifications` applies every event to the call's state synchronously,
 in order, and returns; anything slow (Graph requests, Bot hooks) runs in tasks. Hooks of one call run in a
@@ -819,6 +820,27 @@ class CallManager:
         if call is not None:
             call.media_failed = True
             call.note = message
+
+    def on_media_lost(self, call_id: str, reason: str) -> None:
+        """The call's media publishers all vanished and none came back: hang the call up (a call that already
+        ended here only has its media released)."""
+        call = self._calls.get(call_id)
+        if call is None or call.state is CallPhase.TERMINATED:
+            self._spawn(self._release_media(call_id), f"release {call_id}", call_id)
+            return
+        if call.ended_or_ending:
+            return  # its end is under way; the terminated notification releases the media
+        call.note = f"media lost ({reason}): its audio publishers vanished and none came back"
+        logger.warning("call %s: %s; hanging up", call.id, call.note)
+        self._spawn(self._hang_up_lost(call), f"hang up {call.id}", call.id)
+
+    async def _hang_up_lost(self, call: ManagedCall) -> None:
+        try:
+            await self.hang_up(call.id)
+        except GraphError as exc:
+            # Nothing reaches the call any more: end it here so its media is finished and its timers stop.
+            logger.warning("call %s: hang-up after the media was lost failed: %s; ending the call here", call.id, exc)
+            self._finish(call, None, f"{call.note}; the hang-up failed: {exc}")
 
     # -- compliance recording --------------------------------------------------------------------------------------
 

@@ -4,6 +4,10 @@ It is the call plane's :class:`~mediabot.calls.media.MediaProvider` for app-host
 or created it opens a :class:`~mediabot.media.session.MediaSession` and returns the ``appHostedMediaConfig`` whose blob
 names the session's WHIP endpoint and bearer; it binds an outgoing call's session once Graph gave the call its id;
 it takes roster, gate and state news and plays prompts; it finishes the files when the call is released.
+
+When a session's publishers all vanished and none came back (see :mod:`mediabot.media.session`), a call's session
+tells the listener (the CallManager hangs the call up, which releases it here) if it hears such news
+(:class:`~mediabot.media.session.MediaLossListener`), and is closed otherwise; a standalone session is closed.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from mediabot.media.prompt import Prompt, PromptError, load_prompt
 from mediabot.media.recorder import RecorderIO
 from mediabot.media.session import (
     MAIN_SOURCE,
+    EndReason,
     MediaListener,
+    MediaLossListener,
     MediaOptions,
     MediaSession,
     RosterEntry,
@@ -145,6 +151,7 @@ class MediaEngine:
             token=token,
         )
         self._sessions[session.id] = session
+        session.on_media_lost = self._media_lost
         if call_id is not None:
             self._by_call[call_id] = session
         owner = f"call {call_id}" if call_id else "a call being placed"
@@ -164,11 +171,25 @@ class MediaEngine:
         )
         self._sessions[session.id] = session
         session.on_empty = self._standalone_empty
+        session.on_media_lost = self._media_lost
         self._spawn(session, self._expire_unused(session, unused_timeout_s))
         logger.info("media session %s opened (standalone)", session.id)
         return session
 
     def _standalone_empty(self, session: MediaSession) -> None:
+        self._spawn(session, self._close(session))
+
+    def _media_lost(self, session: MediaSession, reason: EndReason) -> None:
+        """A session's publishers vanished for good: the call plane ends the call, or the session is closed here."""
+        listener = self._listener
+        if session.call_id is not None and isinstance(listener, MediaLossListener):
+            try:
+                listener.on_media_lost(session.call_id, str(reason))
+            except Exception:
+                logger.exception("media %s: the media-lost listener failed", session.key)
+            else:
+                return
+        logger.info("media session %s closed: its publishers vanished (%s) and none came back", session.id, reason)
         self._spawn(session, self._close(session))
 
     def _spawn(self, session: MediaSession, work: Coroutine[Any, Any, Any]) -> None:
@@ -365,5 +386,5 @@ class MediaEngine:
     async def whip_delete(self, session_id: str, resource_id: str, authorization: str | None) -> None:
         """End one WHIP resource."""
         session = self.authorize(session_id, authorization)
-        if not await session.remove_connection(resource_id):
+        if not await session.remove_connection(resource_id, EndReason.DELETED):
             raise WhipNotFound(f"no WHIP resource {resource_id!r} in session {session_id!r}")

@@ -8,6 +8,16 @@ Participants: the roster (from the call plane) maps ``sourceId`` → participant
 roster is recorded under ``source-<sourceId>`` and renamed, and its segments and tones are held, until the roster
 names it. Nothing reaches the disk before the gate opens (``recording_decided(True)``); a refused gate writes nothing.
 Events (state, roster, tones, prompts) are stamped on the call timeline (seconds; negative = before the first media).
+
+Vanished peers: a connection that brings audio in and whose transport received nothing (no RTP, no RTCP, no DTLS)
+for ``media_idle_timeout`` seconds is ended as :attr:`EndReason.MEDIA_TIMEOUT`. Its segment and tone are closed and
+its track is padded with silence from there, like a participant who left's, but stays open for a publisher that comes
+back on a new connection for the same source. The check reads the transport's packet counter on the ticker (once a
+second); nothing is added per packet. A connection on which the peer only listens sends the bot nothing to time out:
+ICE consent freshness (about 30 s) ends it when its peer is gone. Once no connection bringing audio in is left and
+the last one ended abnormally (:attr:`EndReason.abnormal`; a WHIP DELETE is normal), the session waits as long again
+for a publisher to come back, then logs ``media_lost`` and tells :attr:`MediaSession.on_media_lost` (the engine has
+the call hung up, or closes a standalone session).
 """
 
 from __future__ import annotations
@@ -22,14 +32,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from enum import StrEnum
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.stats import RTCInboundRtpStreamStats
+from aiortc.stats import RTCInboundRtpStreamStats, RTCTransportStats
 from av import AudioFrame
 
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
@@ -46,7 +57,9 @@ from mediabot.store.layout import CallPaths, write_json_atomic
 
 __all__ = [
     "MAIN_SOURCE",
+    "EndReason",
     "MediaListener",
+    "MediaLossListener",
     "MediaOptions",
     "MediaSession",
     "RosterEntry",
@@ -66,6 +79,23 @@ TONE_GAP = SAMPLE_RATE // 10
 KEYPAD_COVER = 0.8
 TONES_REMEMBERED = 64
 LEVEL_EVERY_FRAMES = 5  # the live level meter is refreshed every 100 ms, not every frame
+
+
+class EndReason(StrEnum):
+    """Why a WHIP connection ended: the ``reason`` of its ``source_disconnected`` event."""
+
+    DELETED = "deleted"  # the publisher's WHIP DELETE
+    REPLACED = "replaced"  # a newer connection for the same source took its place
+    SESSION_CLOSED = "session closed"  # the call ended (or the session was closed)
+    MEDIA_TIMEOUT = "media timeout"  # nothing arrived for ``media_idle_timeout`` seconds: the peer vanished
+    FAILED = "connection failed"  # ICE or DTLS failed (ICE consent freshness expired)
+    CLOSED = "connection closed"  # the transport closed under it, without a DELETE
+    RECEIVE_ERROR = "receive error"  # receiving or decoding its audio failed
+
+    @property
+    def abnormal(self) -> bool:
+        """Whether the connection ended without its publisher or the call saying so (it vanished or failed)."""
+        return self not in (EndReason.DELETED, EndReason.REPLACED, EndReason.SESSION_CLOSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +146,15 @@ class MediaListener(Protocol):
         ...
 
 
+@runtime_checkable
+class MediaLossListener(Protocol):
+    """A :class:`MediaListener` that also hears when a call's media is gone for good (the CallManager)."""
+
+    def on_media_lost(self, call_id: str, reason: str) -> None:
+        """Every connection bringing the call's audio in ended abnormally and none came back in time."""
+        ...
+
+
 @dataclass(frozen=True)
 class MediaOptions:
     """The media plane's settings (see :class:`mediabot.config.Settings` for each)."""
@@ -132,6 +171,7 @@ class MediaOptions:
     inline_receive: bool = True
     prompt_dir: Any = None
     ca_bundle: Any = None
+    media_idle_timeout: float = 10.0
 
 
 class SourceAnalysis:
@@ -240,15 +280,16 @@ class SourceAnalysis:
                 reach = hi
         return covered >= KEYPAD_COVER * (core_end - core_start)
 
-    def finish(self) -> None:
-        """The source's stream ended: close what is open in the detector and segmenter."""
+    def finish(self, *, left: bool = True) -> None:
+        """The source's stream ended: close what is open in the detector and segmenter; if the participant ``left``,
+        end the track too (else it stays open, silent, for a publisher that comes back on a new connection)."""
         tone = self.dtmf.flush()
         if tone is not None:
             self._tone(tone)
         segment = self.segmenter.flush(self.end_position)
         if segment is not None:
             self._closed(segment)
-        if self.track is not None:
+        if self.track is not None and left:
             self.track.end(self.end_position)
 
 
@@ -281,14 +322,25 @@ class SourceConnection:
     ended: bool = False
     packets_lost: int = 0
     jitter_s: float = 0.0
+    datagrams: int = 0  # what its transport had received (DTLS, RTP, RTCP) at the last poll
+    heard_at: float = 0.0  # when a poll last found that count grown (session clock), or when it was added
 
-    async def poll_rtp(self) -> None:
-        """Refresh the RTP receive counters (from sequence numbers, as aiortc's receiver reports them)."""
+    @property
+    def receives(self) -> bool:
+        """Whether the peer sends audio on it (else it only listens to the bot, on ``main``)."""
+        return self.transceiver.currentDirection not in ("sendonly", "inactive")
+
+    async def poll_rtp(self, now: float) -> None:
+        """Refresh the RTP receive counters (from sequence numbers, as aiortc's receiver reports them) and note,
+        at ``now``, whether anything arrived since the last poll."""
         report = await self.transceiver.receiver.getStats()
         for stats in report.values():
             if isinstance(stats, RTCInboundRtpStreamStats):
                 self.packets_lost = max(stats.packetsLost, 0)
                 self.jitter_s = stats.jitter / 48000 if self.codec.lower() == "audio/opus" else stats.jitter / 8000
+            elif isinstance(stats, RTCTransportStats) and stats.packetsReceived != self.datagrams:
+                self.datagrams = stats.packetsReceived
+                self.heard_at = now
 
 
 @dataclass
@@ -341,6 +393,7 @@ class MediaSession:
         self.call_id = call_id
         self.standalone = standalone
         self.on_empty: Callable[[MediaSession], None] | None = None
+        self.on_media_lost: Callable[[MediaSession, EndReason], None] | None = None
         self.listener = listener
         self.speech_sink = speech_sink
         self.clock = TimelineClock(now)
@@ -362,6 +415,9 @@ class MediaSession:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
         self._summary: dict[str, Any] | None = None
+        self._lost_at: float | None = None  # when the last connection bringing audio in ended abnormally
+        self._lost_reason = EndReason.MEDIA_TIMEOUT
+        self._lost_told = False
         self.retired = StreamTotals()
 
     # -- state -------------------------------------------------------------------------------------------------------
@@ -380,6 +436,11 @@ class MediaSession:
     def closed(self) -> bool:
         """Whether :meth:`close` ran."""
         return self._closed
+
+    @property
+    def media_lost(self) -> bool:
+        """Whether the audio publishers vanished (the session waits for one to come back, or gave up)."""
+        return self._lost_at is not None
 
     def connections(self) -> list[SourceConnection]:
         """The WHIP connections currently open."""
@@ -445,7 +506,10 @@ class MediaSession:
     def add_connection(self, connection: SourceConnection) -> None:
         """Start reading a newly answered WHIP connection (a previous one for the same source is replaced)."""
         for old in [c for c in self._connections.values() if c.source_id == connection.source_id]:
-            self._background(self.remove_connection(old.resource_id))
+            self._background(self.remove_connection(old.resource_id, EndReason.REPLACED))
+        self._lost_at = None  # a publisher is back
+        self._lost_told = False
+        connection.heard_at = self.clock.now()
         analysis = self._analysis.get(connection.source_id)
         if analysis is None:
             analysis = self._analysis[connection.source_id] = SourceAnalysis(self, connection.source_id)
@@ -463,8 +527,12 @@ class MediaSession:
 
         @connection.pc.on("connectionstatechange")
         async def _state() -> None:
-            if connection.pc.connectionState in ("failed", "closed"):
-                await self.remove_connection(connection.resource_id)
+            # "closed" here was not the bot's doing (its own close removed the connection first): the peer's DTLS
+            # ended, or the transport under it (aiortc reports a lost ICE consent either way).
+            state = connection.pc.connectionState
+            if state in ("failed", "closed"):
+                reason = EndReason.FAILED if state == "failed" else EndReason.CLOSED
+                await self.remove_connection(connection.resource_id, reason)
 
         if self._tick is None:
             self._tick = asyncio.get_running_loop().create_task(
@@ -478,7 +546,7 @@ class MediaSession:
         resource_id = connection.resource_id
 
         def failed(_exc: BaseException) -> None:
-            self._background(self.remove_connection(resource_id))
+            self._background(self.remove_connection(resource_id, EndReason.RECEIVE_ERROR))
 
         connection.inline = attach(
             connection.transceiver.receiver,
@@ -501,14 +569,24 @@ class MediaSession:
         """The open WHIP connection with that resource id."""
         return self._connections.get(resource_id)
 
-    async def remove_connection(self, resource_id: str) -> bool:
-        """End one WHIP connection (DELETE, a failed peer, or the call's end); its source's sinks are finished."""
+    async def remove_connection(self, resource_id: str, reason: EndReason = EndReason.DELETED) -> bool:
+        """End one WHIP connection (DELETE, a vanished or failed peer, the call's end); its source's sinks are
+        finished, and ``reason`` goes in its ``source_disconnected`` event."""
         connection = self._connections.pop(resource_id, None)
         if connection is None:
             return False
         connection.ended = True
+        if (
+            reason.abnormal
+            and self._lost_at is None
+            and not self._closed
+            and self.options.media_idle_timeout > 0
+            and not any(c.receives for c in self._connections.values())
+        ):
+            self._lost_at = self.clock.now()
+            self._lost_reason = reason
         with contextlib.suppress(Exception):  # the counters are a report; a broken transport must not stop the close
-            await connection.poll_rtp()
+            await connection.poll_rtp(self.clock.now())
         await connection.pc.close()
         if connection.task is not None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -518,11 +596,12 @@ class MediaSession:
         connection.pipeline.close()
         analysis = self._analysis.get(connection.source_id)
         if analysis is not None and not any(c.source_id == connection.source_id for c in self._connections.values()):
-            analysis.finish()
+            analysis.finish(left=not reason.abnormal)
         self.retired.add(connection)
-        if not self._connections and self.on_empty is not None and not self._closed:
+        # Publishers that vanished may come back: the ticker decides once the wait is over.
+        if not self._connections and self.on_empty is not None and not self._closed and self._lost_at is None:
             self.on_empty(self)
-        self.event("source_disconnected", source_id=connection.source_id, **_stats(connection))
+        self.event("source_disconnected", source_id=connection.source_id, reason=str(reason), **_stats(connection))
         return True
 
     async def _read(self, connection: SourceConnection) -> None:
@@ -544,7 +623,7 @@ class MediaSession:
                 pipeline.push(frame.pts, frame.sample_rate, channels, samples, now())
         except Exception:
             logger.exception("media %s: source %s failed; its connection is closed", self.key, connection.source_id)
-            self._background(self.remove_connection(connection.resource_id))
+            self._background(self.remove_connection(connection.resource_id, EndReason.RECEIVE_ERROR))
 
     # -- the call plane's news ---------------------------------------------------------------------------------------
 
@@ -757,14 +836,42 @@ class MediaSession:
                 if connection.inline is not None:
                     connection.inline.expire()
             if ticks % RTP_POLL_TICKS == 0:
+                now = self.clock.now()
                 for connection in list(self._connections.values()):
                     # A report only: a connection's transport failing must not stop the ticks the recorder needs.
                     with contextlib.suppress(Exception):
-                        await connection.poll_rtp()
+                        await connection.poll_rtp(now)
+                self._check_vanished(now)
             if self._recorder is not None and self.clock.origin is not None:
                 self._recorder.tick(self.clock.position())
             if self._pending_events and self._gate and self.clock.origin is not None:
                 self._flush_events()
+
+    def _check_vanished(self, now: float) -> None:
+        """End the connections whose peer sent nothing for the idle timeout; give up on publishers that are gone."""
+        timeout = self.options.media_idle_timeout
+        if timeout <= 0 or self._closed:
+            return
+        for connection in list(self._connections.values()):
+            if connection.receives and now - connection.heard_at >= timeout:
+                logger.warning(
+                    "media %s: source %s sent nothing for %.1f s; its connection is ended as vanished",
+                    self.key,
+                    connection.source_id,
+                    now - connection.heard_at,
+                )
+                self._background(self.remove_connection(connection.resource_id, EndReason.MEDIA_TIMEOUT))
+        lost_at = self._lost_at
+        if lost_at is None or self._lost_told or now - lost_at < timeout:
+            return
+        if self.call_id is None and not self.standalone:
+            return  # a call being placed has no id for the call plane yet: it is told once the call is bound
+        self._lost_told = True
+        reason = self._lost_reason
+        logger.warning("media %s: every publisher is gone (%s) and none came back in %.0f s", self.key, reason, timeout)
+        self.event("media_lost", reason=str(reason), waited_s=timeout)
+        if self.on_media_lost is not None:
+            self.on_media_lost(self, reason)
 
     # -- the end -----------------------------------------------------------------------------------------------------
 
@@ -775,7 +882,7 @@ class MediaSession:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         for resource_id in list(self._connections):
-            await self.remove_connection(resource_id)
+            await self.remove_connection(resource_id, EndReason.SESSION_CLOSED)
         self.prompt_track.stop()
         end = max((a.end_position for a in self._analysis.values()), default=0)
         self._closed = True
@@ -805,6 +912,8 @@ def _stats(connection: SourceConnection) -> dict[str, Any]:
     counts: dict[str, Any] = {
         "frames_in": stats.frames_in,
         "frames_out": stats.frames_out,
+        "first_position": stats.first_position,
+        "realigned_samples": stats.realigned_samples,
         "gap_s": round(stats.gap_samples / SAMPLE_RATE, 3),
         "late_frames": stats.late_frames,
     }

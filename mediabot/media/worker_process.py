@@ -24,6 +24,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from mediabot._errors import MediaBotError
+from mediabot._heap import fix_mmap_threshold
 from mediabot.logs import LogFormat, TextFormatter, configure_logging
 from mediabot.media.blob import app_hosted_media_config
 from mediabot.media.engine import MediaEngine
@@ -41,6 +42,7 @@ PUSH_INTERVAL_S = 0.3
 def run(index: int, options: MediaOptions, sock: socket.socket, log_level: int, log_format: LogFormat) -> None:
     """The worker process's entry point (the ``multiprocessing`` spawn target)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the service stops us
+    fix_mmap_threshold()  # spawned: the service's setting is not inherited
     configure_worker_logging(index, log_level, log_format)
     try:
         asyncio.run(_serve(index, options, sock))
@@ -223,6 +225,10 @@ class WorkerHost:
     def on_media_error(self, call_id: str, message: str) -> None:
         """Tell the service."""
         self.send(("media_error", call_id, message))
+
+    def on_media_lost(self, call_id: str, reason: str) -> None:
+        """Tell the service, whose call plane hangs the call up."""
+        self.send(("media_lost", call_id, reason))
 
     def _speech(self, session: MediaSession, event: SpeechEvent) -> None:
         self.send(("speech", session.id, session.call_id, event))

@@ -39,7 +39,15 @@ from mediabot.media import worker_process
 from mediabot.media.blob import MediaConfigBlob, app_hosted_media_config
 from mediabot.media.engine import STANDALONE_UNUSED_S
 from mediabot.media.prompt import PromptError
-from mediabot.media.session import MediaListener, MediaOptions, RosterEntry, SpeechEvent, StreamTotals, ToneEvent
+from mediabot.media.session import (
+    MediaListener,
+    MediaLossListener,
+    MediaOptions,
+    RosterEntry,
+    SpeechEvent,
+    StreamTotals,
+    ToneEvent,
+)
 from mediabot.media.whip import WhipNotFound, WhipUnauthorized
 from mediabot.media.worker_wire import RemoteError, WorkerLost, read_message, write_message
 from mediabot.metrics import FRAME_DELAY
@@ -351,6 +359,9 @@ class MediaWorkers:
         elif kind == "media_error":
             if self._listener is not None:
                 self._listener.on_media_error(message[1], message[2])
+        elif kind == "media_lost":
+            if isinstance(self._listener, MediaLossListener):
+                self._listener.on_media_lost(message[1], message[2])
         elif kind == "closed":
             _, session_id, live, totals = message
             session = self._sessions.get(session_id)

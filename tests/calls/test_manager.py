@@ -1,20 +1,32 @@
-"""CallManager driven by real notification bodies and a real GraphClient against the sandbox."""
+"""CallManager driven by real notification bodies and a real GraphClient against the sandbox; and a whole call (the
+bot service, the sandbox, a media relay process) whose relay dies."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
+import sys
 import uuid
+import wave
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 
+from mediabot import Settings
 from mediabot._errors import GraphError
 from mediabot.calls import (
     AnswerDecision,
     AnswerPolicy,
+    Bot,
     CallEndedError,
     CallManager,
     CallPhase,
@@ -27,9 +39,13 @@ from mediabot.calls.media import RosterEntry
 from mediabot.graph import user_target
 from mediabot.graph.models import PlayPromptOperation
 from mediabot.graph.notifications import parse_comms_notifications
-from mediabot.media.session import SpeechEvent, ToneEvent
+from mediabot.media.blob import app_hosted_media_config
+from mediabot.media.engine import MediaEngine
+from mediabot.media.session import MediaLossListener, SpeechEvent, ToneEvent
 from mediabot.media.vad import SpeechSegment
 from mediabot.sandbox import SandboxServer
+from mediabot.service import create_app
+from mediabot.service.app import media_options
 
 from .conftest import (
     CALLBACK,
@@ -560,6 +576,59 @@ async def test_app_hosted_media_hears_roster_gate_and_state(
     assert media.gates == [(call.id, True)]  # decided once; the end does not re-decide it
 
 
+async def test_a_call_whose_media_vanished_is_hung_up_and_then_released(
+    sandbox: SandboxServer, make_manager: ManagerFactory, bot: RecordingBot, graph_contract: Path
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    assert media.listener is manager and isinstance(manager, MediaLossListener)  # it hears when media is gone
+    call = await established_call(sandbox, manager, graph_contract)
+    manager.on_media_lost(call.id, "media timeout")
+    await manager.drain()
+    assert ("DELETE", "", 204) in sandbox_paths(sandbox, call.id)
+    assert call.state is CallPhase.TERMINATING
+    assert call.note is not None and call.note.startswith("media lost (media timeout)")
+    manager.on_media_lost(call.id, "media timeout")  # already ending: nothing more is sent
+    await manager.drain()
+    assert [p for p in sandbox_paths(sandbox, call.id) if p[0] == "DELETE"] == [("DELETE", "", 204)]
+    assert media.released == []  # the platform's word ends the call, as for any hang-up
+    await notify(manager, contract_body(graph_contract, "call-delete-terminated", call.id))
+    assert call.state is CallPhase.TERMINATED and media.released == [call.id]
+    assert call.note.startswith("media lost")
+    ended = [data for cid, kind, data in media.events if cid == call.id and data.get("state") == "terminated"]
+    assert ended and ended[0]["note"] == call.note  # the call's events say why it ended
+    assert bot.of("terminated") == [call.id]
+
+
+@pytest.mark.parametrize(("status", "note"), [(500, "the hang-up failed"), (404, "already gone (404)")])
+async def test_a_call_whose_media_vanished_ends_here_when_graph_cannot_hang_it_up(
+    sandbox: SandboxServer, make_manager: ManagerFactory, graph_contract: Path, status: int, note: str
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    call = await established_call(sandbox, manager, graph_contract)
+    sandbox.inject_fault("DELETE", f"/v1.0/communications/calls/{call.id}", status, match="exact")
+    manager.on_media_lost(call.id, "connection failed")
+    await manager.drain()
+    assert call.state is CallPhase.TERMINATED
+    assert call.note is not None and note in call.note
+    assert media.released == [call.id]  # its files are finished all the same
+
+
+async def test_media_lost_for_a_call_that_already_ended_only_releases_it(
+    sandbox: SandboxServer, make_manager: ManagerFactory, graph_contract: Path
+) -> None:
+    media = FakeMedia()
+    manager = await make_manager(media=media)
+    call = await established_call(sandbox, manager, graph_contract)
+    await notify(manager, contract_body(graph_contract, "call-delete-terminated", call.id))
+    manager.on_media_lost(call.id, "media timeout")
+    manager.on_media_lost("a-call-never-seen", "media timeout")
+    await manager.drain()
+    assert media.released == [call.id, call.id, "a-call-never-seen"]
+    assert not [p for p in sandbox_paths(sandbox, call.id) if p[0] == "DELETE"]
+
+
 async def test_compliance_mode_opens_media_gated_and_refusal_reaches_media(
     sandbox: SandboxServer, make_manager: ManagerFactory, graph_contract: Path
 ) -> None:
@@ -746,3 +815,189 @@ async def test_lifecycle_guards(make_manager: ManagerFactory, graph: Any, bot: R
     await manager.stop()
     assert not manager.running
     assert all(task.done() for task in asyncio.all_tasks() if task.get_name().startswith("timer "))
+
+
+# -- a whole call whose relay dies -----------------------------------------------------------------------------------
+
+CLIPS = Path(__file__).parent.parent.parent / "mediabot" / "sandbox" / "scenarios"
+IDLE_S = 1.0
+API_KEY = "media-loss-test-key-0123456789"
+
+# The platform's media relay in a process of its own, publishing one participant into the bot's WHIP endpoint; the
+# test kills it as a crash would (no WHIP DELETE, no DTLS close: its sockets just go away).
+RELAY_PROCESS = """
+import asyncio, json, sys
+from mediabot.media.blob import MediaConfigBlob
+from mediabot.sandbox._relay import MediaRelay
+from mediabot.sandbox._scenario import load_scenario, prepare
+
+async def main() -> None:
+    media_config, ca, scenario, sources = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+    relay = MediaRelay(verify=ca)
+    await relay.start(MediaConfigBlob.from_media_config(media_config), prepare(load_scenario(scenario)), sources)
+    print("playing", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+class EndingBot(RecordingBot):
+    """Says when a call ended."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended = asyncio.Event()
+
+    async def on_terminated(self, call: ManagedCall) -> None:
+        await super().on_terminated(call)
+        self.ended.set()
+
+
+@contextlib.asynccontextmanager
+async def serving_bot(
+    sandbox: SandboxServer, out: Path, bot: Bot
+) -> AsyncIterator[tuple[FastAPI, MediaEngine, httpx.AsyncClient]]:
+    """The whole bot service (app-hosted media with a 1 s media idle timeout) over HTTPS on loopback, in this loop."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    base_url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    env = sandbox.env
+    settings = Settings(
+        _env_file=None,
+        tenant_id=env["MEDIABOT_TENANT_ID"],
+        client_id=env["MEDIABOT_CLIENT_ID"],
+        client_secret=env["MEDIABOT_CLIENT_SECRET"],
+        authority=env["MEDIABOT_AUTHORITY"],
+        graph_url=env["MEDIABOT_GRAPH_URL"],
+        ca_bundle=env["MEDIABOT_CA_BUNDLE"],
+        callback_openid_url=env.get("MEDIABOT_CALLBACK_OPENID_URL", f"{sandbox.base_url}/callback/none"),
+        public_url=base_url,
+        api_key=API_KEY,
+        graph_max_backoff=0.05,
+        output_dir=out,
+        transcriber="none",
+        media_idle_timeout=IDLE_S,
+    )
+    engine = MediaEngine(replace(media_options(settings), media_idle_timeout=IDLE_S))
+    app = create_app(settings, bot=bot, media=engine)
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        ssl_certfile=str(sandbox.config.cert_path),
+        ssl_keyfile=str(sandbox.config.key_path),
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
+        await asyncio.sleep(0.01)
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=base_url, verify=sandbox.ssl_context(), trust_env=False, headers=headers, timeout=30
+    ) as client:
+        try:
+            yield app, engine, client
+        finally:
+            server.should_exit = True
+            await serving
+            sock.close()
+
+
+async def until(predicate: Any, what: str, seconds: float = 30.0) -> None:
+    """Wait (bounded) for ``predicate()``; the bound only stops a broken test from hanging."""
+    async with asyncio.timeout(seconds):
+        while not predicate():  # noqa: ASYNC110 - polling state that has no event
+            await asyncio.sleep(0.05)
+
+
+async def test_a_call_whose_relay_dies_is_hung_up_and_its_recording_finished(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    scenario = tmp_path / "one.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "name": "one",
+                "kind": "incoming",
+                "duration": 20,
+                "participants": [{"name": "Ann", "audio": str(CLIPS / "adele-vance.wav")}],
+            }
+        )
+    )
+    out = tmp_path / "out"
+    bot = EndingBot()
+    async with serving_bot(sandbox, out, bot) as (app, engine, http):
+        manager: CallManager = app.state.manager
+        closed = asyncio.Event()
+        engine.add_closed_listener(lambda _session: closed.set())
+        call_id = sandbox.incoming_call(callback_uri=f"{http.base_url}/api/calling")["id"]
+        await until(lambda: (c := manager.get(call_id)) is not None and c.state is CallPhase.ESTABLISHED, "answered")
+        call = manager.get(call_id)
+        assert call is not None
+        await until(lambda: any(p.id != call.my_participant_id for p in call.roster.values()), "the caller's roster")
+        caller = next(p for p in call.roster.values() if p.id != call.my_participant_id)
+        source = next(s.source_id for s in caller.media_streams or [] if s.source_id)
+        session = engine.for_call(call_id)
+        assert session is not None
+        relay = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            RELAY_PROCESS,
+            json.dumps(app_hosted_media_config(engine.blob_for(session))),
+            str(sandbox.ca_path),
+            str(scenario),
+            json.dumps({"Ann": source}),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+        try:
+            assert relay.stdout is not None
+            async with asyncio.timeout(60):
+                assert (await relay.stdout.readline()).strip() == b"playing"
+            await until(
+                lambda: any((s["frames_received"] or 0) > 50 for s in session.live()["sources"]), "Ann to be heard"
+            )
+            assert {c.source_id for c in session.connections()} == {source, "main"}
+        finally:
+            relay.kill()  # as a crash would: nothing is said to the bot
+            await relay.wait()
+        async with asyncio.timeout(60):
+            await bot.ended.wait()
+            await closed.wait()
+        assert call.state is CallPhase.TERMINATED
+        assert call.note is not None and call.note.startswith("media lost (media timeout)")
+        live = (await http.get("/v1/live")).json()
+        (shown,) = [c for c in live["calls"] if c["id"] == call_id]
+        assert shown["state"] == "terminated" and shown["media"] is None
+        metrics = (await http.get("/metrics")).text
+        assert "mediabot_media_sessions 0.0" in metrics and "mediabot_media_streams 0.0" in metrics
+
+    # The bot hung up through Graph, and the platform ended the call.
+    assert ("DELETE", "", 204) in sandbox_paths(sandbox, call_id)
+    folder = out / call_id
+    meta = json.loads((folder / "call.json").read_text())
+    assert meta["complete"] is True
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    ended = {e["source_id"]: e for e in events if e["type"] == "source_disconnected"}
+    assert ended[source]["reason"] == "media timeout"
+    assert ended["main"]["reason"] == "session closed"  # main only listened: its end came with the call's
+    (lost,) = [e for e in events if e["type"] == "media_lost"]
+    assert lost["reason"] == "media timeout" and lost["t"] >= ended[source]["t"] + IDLE_S - 0.01
+    states = [e["state"] for e in events if e["type"] == "state"]
+    assert states[-2:] == ["terminating", "terminated"]
+    samples = meta["recording"]["files"]["samples"]
+    wavs = sorted((folder / "audio").glob("*.wav"))
+    assert [w.name for w in wavs] == [f"{caller.id}.wav", "mixed.wav"]
+    tracks = {}
+    for path in wavs:
+        with wave.open(str(path), "rb") as reader:
+            assert (reader.getframerate(), reader.getnchannels(), reader.getnframes()) == (16_000, 1, samples)
+            tracks[path.name] = np.frombuffer(reader.readframes(samples), "<i2")
+    assert np.array_equal(tracks["mixed.wav"], tracks[f"{caller.id}.wav"])
+    ann = tracks[f"{caller.id}.wav"]
+    cut = round(ended[source]["t"] * 16_000)
+    assert np.abs(ann[:cut]).max() > 1000 and np.abs(ann[cut:]).max(initial=0) == 0

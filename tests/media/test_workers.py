@@ -7,6 +7,7 @@ each test leaves no session open, and the one that stops the pair comes last.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -31,11 +32,13 @@ from mediabot.service.live import LiveView
 from tests.service.conftest import ServiceServer
 
 from .conftest import RATE, PacedTrack, Publisher, WhipServer, offer_for, serving_whip, whip_options
+from .test_session import vanish
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 WAIT_S = 30.0
+IDLE_S = 1.0  # the workers' media_idle_timeout, so that a vanished publisher is noticed in about a second
 
 
 def read_wav(path: Path) -> npt.NDArray[np.int16]:
@@ -63,6 +66,7 @@ class Heard:
         self.speech: list[SpeechEvent] = []
         self.tones: list[ToneEvent] = []
         self.errors: list[tuple[str, str]] = []
+        self.lost: list[tuple[str, str]] = []
         self.sunk: list[tuple[str, SpeechEvent]] = []
         self.closed: dict[str, bool] = {}  # session id -> call.json said complete when the listener ran
         workers.set_listener(self)
@@ -77,6 +81,9 @@ class Heard:
 
     def on_media_error(self, call_id: str, message: str) -> None:
         self.errors.append((call_id, message))
+
+    def on_media_lost(self, call_id: str, reason: str) -> None:
+        self.lost.append((call_id, reason))
 
     def _closed(self, session: RemoteSession) -> None:
         call_json = Path(session.folder) / "call.json"
@@ -119,7 +126,8 @@ async def served(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Serv
     out = tmp_path_factory.mktemp("workers")
 
     def two_workers(base_url: str) -> MediaWorkers:
-        return MediaWorkers(whip_options(base_url, out), 2, stop_timeout_s=20.0)
+        options = dataclasses.replace(whip_options(base_url, out), media_idle_timeout=IDLE_S)
+        return MediaWorkers(options, 2, stop_timeout_s=20.0)
 
     async with serving_whip(two_workers) as (workers, base_url, client):
         served = Served(engine=workers, base_url=base_url, client=client)
@@ -223,6 +231,28 @@ async def test_a_calls_whip_errors_and_prompts_go_through_its_worker(served: Ser
     assert workers.for_call("call-e") is None and not workers.hosts("call-e")
     events = (session.folder / "events.jsonl").read_text()
     assert '"prompt_started"' in events and '"prompt_finished"' in events
+
+
+@in_module_loop
+async def test_a_calls_vanished_media_reaches_the_call_plane_from_its_worker(served: Served) -> None:
+    workers = served.workers
+    heard = Heard(workers)
+    await workers.media_config("call-v")
+    session = workers.for_call("call-v")
+    assert session is not None
+    workers.roster_changed("call-v", [RosterEntry("p-ada", "Ada", ("7",))])
+    publisher, _ = await publish(served, session, "7", speech_48k(30.0))
+    await until(session, receiving)
+    vanish(publisher.pc)  # no DELETE: the worker notices the silence, waits for a comeback, then gives up
+    async with asyncio.timeout(WAIT_S):
+        while not heard.lost:
+            await session.next_update()
+    assert heard.lost == [("call-v", "media timeout")]
+    await publisher.pc.close()
+    await workers.release("call-v")
+    assert session.closed and heard.closed == {session.id: True}
+    events = [json.loads(line) for line in (session.folder / "events.jsonl").read_text().splitlines()]
+    assert any(e.get("type") == "source_disconnected" and e.get("reason") == "media timeout" for e in events)
 
 
 @in_module_loop

@@ -70,10 +70,9 @@ async def test_speech_start_is_timed_and_the_live_view_follows_it(whip_server: W
 
     segments = [json.loads(line) for line in (engine.options.output_dir / "call-live" / "segments.jsonl").open()]
     first = segments[0]
-    # Onset → start spans the VAD's start window (60 ms: from the onset's packet to the packet that completed it,
-    # at least 40 ms later); the rest is the pipeline's own delay, which cannot be negative.
-    assert first["latency_ms"] - first["pipeline_ms"] >= 40 - 0.2
-    assert first["pipeline_ms"] >= 0
+    # Onset → start spans the VAD's start window (from the onset's packet to the packet that completed it: 40 ms on
+    # a quiet network, less when packets bunch up) plus the pipeline's own delay, which cannot be negative.
+    assert first["latency_ms"] >= first["pipeline_ms"] >= 0
     assert histogram_count("mediabot_speech_start_latency_seconds") >= starts + 1
 
     # Closed streams still count: the counters stay monotonic for Prometheus.

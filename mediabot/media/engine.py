@@ -18,7 +18,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -44,7 +44,7 @@ from mediabot.media.session import (
     StreamTotals,
 )
 from mediabot.media.whip import WhipBadOffer, WhipNotFound, WhipUnauthorized, answer_offer, check_offer
-from mediabot.store.recovery import repair_recordings
+from mediabot.store.recovery import log_repairs, repair_recordings
 
 __all__ = ["MediaEngine"]
 
@@ -73,8 +73,14 @@ class MediaEngine:
         self._started = False
         self._retired = StreamTotals()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._repaired: list[Path] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    @property
+    def repaired(self) -> Sequence[Path]:
+        """The folders of the interrupted calls the last :meth:`start` repaired (to be indexed again)."""
+        return tuple(self._repaired)
 
     async def start(self) -> None:
         """Start the recorder thread; allow loopback ICE candidates if the settings ask for it."""
@@ -90,9 +96,7 @@ class MediaEngine:
         output = Path(self.options.output_dir)
         # Media file work runs on the engine's own IO thread, never on the loop's shared default executor.
         reports = await self._io.run(functools.partial(repair_recordings, output, interrupted_only=True))
-        for report in reports:
-            if report.changed or report.problems:
-                logger.warning("repaired the interrupted recording %s: %s", report.call_dir.name, report)
+        self._repaired = log_repairs(reports)
 
     async def stop(self) -> None:
         """Close every session (finishing their files) and stop the recorder thread."""

@@ -9,6 +9,7 @@ Two implementations: :class:`~mediabot.media.engine.MediaEngine` runs every sess
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from mediabot.calls.media import MediaProvider
@@ -77,7 +78,12 @@ class MediaPlane(MediaProvider, Protocol[S]):
         ...
 
     async def start(self) -> None:
-        """Be ready to take sessions."""
+        """Be ready to take sessions (after repairing the calls a killed process left: see :attr:`repaired`)."""
+        ...
+
+    @property
+    def repaired(self) -> Sequence[Path]:
+        """The folders of the interrupted calls the last :meth:`start` repaired (to be indexed again)."""
         ...
 
     async def stop(self) -> None:

@@ -28,7 +28,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from mediabot.media.whip import WhipNotFound, WhipUnauthorized
 from mediabot.media.worker_wire import RemoteError, WorkerLost, read_message, write_message
 from mediabot.metrics import FRAME_DELAY
 from mediabot.store.layout import CallPaths
-from mediabot.store.recovery import repair_folders, repair_recordings
+from mediabot.store.recovery import log_repairs, repair_folders, repair_recordings
 
 __all__ = ["MediaWorkers", "RemoteSession", "WorkerLost", "media_worker_count"]
 
@@ -229,17 +229,21 @@ class MediaWorkers:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._running = False
         self._stopping = False
+        self._repaired: list[Path] = []
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
+
+    @property
+    def repaired(self) -> Sequence[Path]:
+        """The folders of the interrupted calls the last :meth:`start` repaired (to be indexed again)."""
+        return tuple(self._repaired)
 
     async def start(self) -> None:
         """Repair what a killed process left (once, before any worker takes sessions), then start the workers."""
         if self._running:
             return
         reports = await asyncio.to_thread(repair_recordings, Path(self.options.output_dir), interrupted_only=True)
-        for report in reports:
-            if report.changed or report.problems:
-                logger.warning("repaired the interrupted recording %s: %s", report.call_dir.name, report)
+        self._repaired = log_repairs(reports)
         self._stopping = False
         try:
             for worker in self._workers:

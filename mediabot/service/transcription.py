@@ -61,6 +61,10 @@ class Recordings:
                 await self.live.resume(self._output)
         self._engine.add_speech_sink(self._speech)
         self._engine.add_closed_listener(self._closed)
+        # The calls a killed process left were repaired as the engine started: index them (and draw their timeline)
+        # before the service takes requests, so that its recordings API lists them from the start.
+        for folder in self._engine.repaired:
+            await self._index_call(folder)
 
     async def stop(self) -> None:
         """Park what is still waiting (transcribed after the next start), close the index."""

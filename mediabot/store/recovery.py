@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import struct
 from collections.abc import Iterable
@@ -44,7 +45,9 @@ from mediabot.store.layout import (
     write_json_atomic,
 )
 
-__all__ = ["RepairReport", "repair_call", "repair_folders", "repair_recordings"]
+__all__ = ["RepairReport", "log_repairs", "repair_call", "repair_folders", "repair_recordings"]
+
+logger = logging.getLogger(__name__)
 
 _BLOCK = 16 * SAMPLE_RATE
 _TAIL_BLOCK = 64 * 1024
@@ -151,6 +154,17 @@ def repair_recordings(output_dir: Path, *, interrupted_only: bool = False) -> li
         return []
     entries = [e for e in sorted(output_dir.iterdir()) if not e.name.startswith(".") and not e.is_symlink()]
     return repair_folders(entries, interrupted_only=interrupted_only)
+
+
+def log_repairs(reports: Iterable[RepairReport]) -> list[Path]:
+    """Log each repair that changed something or found a problem; the repaired folders that have a ``call.json``."""
+    folders = []
+    for report in reports:
+        if report.changed or report.problems:
+            logger.warning("repaired the interrupted recording %s: %s", report.call_dir.name, report)
+        if (report.call_dir / "call.json").is_file():
+            folders.append(report.call_dir)
+    return folders
 
 
 def repair_folders(folders: Iterable[Path], *, interrupted_only: bool = False) -> list[RepairReport]:

@@ -255,3 +255,4 @@ async def test_start_repairs_recordings_a_killed_process_left(tmp_path: Path) ->
     assert np.array_equal(mixed, voice)  # the mix is rebuilt from the track
     assert json.loads((out / "killed" / "call.json").read_text())["recovered"] is True
     assert "recovered" not in json.loads((out / "finished" / "call.json").read_text())  # finished calls untouched
+    assert engine.repaired == (out / "killed",)  # what the service indexes again

@@ -1,4 +1,11 @@
-"""One Graph request, done right: token, ``client-request-id``, retries on throttling, errors translated."""
+"""One Graph request, done right: token, ``client-request-id``, retries on throttling and timeouts, errors translated.
+
+A logical request gets one ``client-request-id`` that every retry repeats, so a server that keys on it (the sandbox
+does; Graph documents it as the correlation id) can recognise a retry of an operation it already applied: a
+timed-out POST is retried without fear of doing it twice. Waits honour ``Retry-After`` exactly: never earlier than
+asked, and when the advice exceeds ``max_backoff`` the request fails at once with :class:`GraphThrottledError`
+carrying ``retry_after`` instead of hammering the service early.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,7 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import httpx
@@ -23,11 +30,16 @@ from mediabot._errors import (
 )
 from mediabot.metrics import GRAPH_ERRORS, GRAPH_REQUEST_SECONDS
 
-__all__ = ["GraphRequester", "TokenSource", "parse_retry_after"]
+__all__ = ["GraphRequester", "Sleep", "TokenSource", "parse_retry_after"]
 
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({429, 503, 504})
+#: Transport errors that repeat identically on a retry (a malformed URL, a request httpx itself refuses to send).
+_NOT_RETRIED = (httpx.UnsupportedProtocol, httpx.LocalProtocolError)
+
+#: How the requester waits between attempts (``asyncio.sleep``; tests pass a fake clock's sleep).
+Sleep = Callable[[float], Awaitable[None]]
 
 
 class TokenSource(Protocol):
@@ -64,11 +76,13 @@ class GraphRequester:
         *,
         max_retries: int,
         max_backoff: float,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._http = http
         self._tokens = tokens
         self._max_retries = max_retries
         self._max_backoff = max_backoff
+        self._sleep = sleep
 
     async def request(
         self,
@@ -94,25 +108,39 @@ class GraphRequester:
             try:
                 response = await self._http.request(method, url, json=json_body, params=params, headers=request_headers)
             except httpx.TransportError as exc:
+                # Timeouts included: a read timeout may come after Graph applied the request, which is why the
+                # retry carries the same client-request-id.
                 GRAPH_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
                 GRAPH_ERRORS.labels("transport").inc()
-                if attempt >= self._max_retries:
+                if isinstance(exc, _NOT_RETRIED) or attempt >= self._max_retries:
                     raise GraphTransportError(
                         f"{method} {url} failed after {attempt + 1} attempts: {type(exc).__name__}: {exc}"
                     ) from exc
-                delay = self._backoff(attempt, None)
-                logger.warning("%s %s: %s, retry %d in %.1fs", method, url, type(exc).__name__, attempt + 1, delay)
+                delay = self._backoff(attempt)
+                logger.warning(
+                    "%s %s: %s, retry %d in %.2fs (client-request-id %s)",
+                    method,
+                    url,
+                    type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                    client_request_id,
+                )
             else:
                 GRAPH_REQUEST_SECONDS.labels(method).observe(time.perf_counter() - started)
                 if response.status_code in expected:
                     return response
                 GRAPH_ERRORS.labels(str(response.status_code)).inc()
                 retry_after = parse_retry_after(response.headers.get("Retry-After"))
-                if response.status_code not in RETRY_STATUSES or attempt >= self._max_retries:
+                if (
+                    response.status_code not in RETRY_STATUSES
+                    or attempt >= self._max_retries
+                    or (retry_after is not None and retry_after > self._max_backoff)
+                ):
                     raise _api_error(response, method, url, client_request_id, retry_after)
-                delay = self._backoff(attempt, retry_after)
+                delay = retry_after if retry_after is not None else self._backoff(attempt)
                 logger.warning(
-                    "%s %s: %d, retry %d in %.1fs (request-id %s)",
+                    "%s %s: %d, retry %d in %.2fs (request-id %s)",
                     method,
                     url,
                     response.status_code,
@@ -121,11 +149,10 @@ class GraphRequester:
                     response.headers.get("request-id"),
                 )
             attempt += 1
-            await asyncio.sleep(delay)
+            await self._sleep(delay)
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self._max_backoff)
+    def _backoff(self, attempt: int) -> float:
+        """The wait before retry ``attempt + 1`` when the server gave no ``Retry-After``."""
         # Full jitter on an exponential ladder, so throttled instances do not retry in lockstep.
         ceiling = min(self._max_backoff, 0.5 * 2**attempt)
         return float(random.uniform(ceiling / 2, ceiling))

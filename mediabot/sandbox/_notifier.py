@@ -3,7 +3,10 @@
 One notifier per app instance. ``send`` never waits: it queues ``(callback_uri, body, app_id)`` and returns, so API
 responses are not slowed by bots (or by callback hosts that do not resolve). A dispatcher task hands each delivery
 to its call's lane, a task draining that call's own queue, so one call's notifications arrive in order while a slow
-bot holds up only its own calls. Every outcome (delivered, failed, skipped) lands in a bounded delivery log.
+bot holds up only its own calls. A failing delivery is retried a bounded number of times (``_ATTEMPTS``, backoff
+from ``_FIRST_BACKOFF``); ``cancel_pending`` stops every queued and in-flight delivery at once (a test harness
+resetting the sandbox between tests). Every outcome (delivered, failed, skipped, cancelled) lands in a bounded
+delivery log.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ class CallNotifier:
         self._dispatcher: asyncio.Task[None] | None = None
         self._lanes: dict[str, asyncio.Queue[_Delivery]] = {}
         self._lane_tasks: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[str, _Delivery] = {}
         self._client: httpx.AsyncClient | None = None
         self._log: list[dict[str, Any]] = []
         self._sequence = itertools.count(1)
@@ -90,9 +94,35 @@ class CallNotifier:
         self._dispatcher, self._queue = None, None
         self._lanes.clear()
         self._lane_tasks.clear()
+        self._in_flight.clear()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    async def cancel_pending(self) -> int:
+        """Drop every queued delivery and stop the ones in flight (logged ``cancelled``); how many were stopped.
+
+        Deliveries queued afterwards go out as usual.
+        """
+        stopped = list(self._in_flight.values())
+        if self._queue is not None:
+            while not self._queue.empty():
+                stopped.append(self._queue.get_nowait())
+        for lane in self._lanes.values():
+            while not lane.empty():
+                stopped.append(lane.get_nowait())
+        # All detached before the first await, so a delivery queued meanwhile opens a fresh lane.
+        self._lanes.clear()
+        self._in_flight.clear()
+        tasks = list(self._lane_tasks)
+        for task in tasks:
+            task.cancel()
+        for delivery in stopped:
+            self._record(delivery, "cancelled", None, 0, None)
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return len(stopped)
 
     def ssl_context(self) -> ssl.SSLContext:
         """What outgoing HTTPS to bots trusts: public CAs, the sandbox's certificate, the configured extra CA."""
@@ -147,7 +177,10 @@ class CallNotifier:
                 # Nothing can be queued between this check and the removal: both run without awaiting.
                 del self._lanes[call_id]
                 return
+            self._in_flight[call_id] = delivery
             await self._deliver(delivery)
+            # Not reached when cancel_pending stopped this lane: the call's entry may by then be a new lane's.
+            del self._in_flight[call_id]
 
     async def _deliver(self, delivery: _Delivery) -> None:
         assert self._client is not None

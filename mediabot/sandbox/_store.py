@@ -60,7 +60,13 @@ class Fault:
     """An injected failure: the next ``count`` requests matching ``method`` and ``path`` answer ``status``.
 
     ``match`` is ``"prefix"`` (the request path starts with ``path``), ``"exact"`` or ``"glob"`` (fnmatch pattern).
-    ``delay`` seconds are waited before answering; with ``status`` ``None`` the request then proceeds normally.
+    ``phase`` says when it strikes:
+
+    - ``"before"`` the request is handled: ``delay`` seconds are waited (slow processing); then ``status``, if
+      given, answers instead and nothing is applied, else the request is handled normally.
+    - ``"after"`` the request was handled (the operation took effect): the response is withheld ``delay`` seconds
+      (past a client's timeout), then the client gets ``status`` (with ``retry_after``) if given, else the real
+      response. The "did it happen?" case a retry with the same ``client-request-id`` must survive.
     """
 
     method: str
@@ -70,6 +76,7 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     match: str = "prefix"
+    phase: str = "before"
     id: str = dataclasses.field(default_factory=_new_id)
 
     def matches(self, method: str, path: str) -> bool:
@@ -435,6 +442,14 @@ class SandboxStore:
             elif call_id not in self._calls:
                 raise not_found(f"Call '{call_id}'")
             return self._end(call_id)
+
+    def end_all_calls(self) -> list[tuple[dict[str, Any], str]]:
+        """End every live call (filing their callRecords); each one's last snapshot and owner app."""
+        with self._lock:
+            ended = [(copy.deepcopy(entry.resource), entry.owner) for entry in self._calls.values()]
+            for call, _owner in ended:
+                self._end(call["id"])
+            return ended
 
     def call_snapshot(self, call_id: str) -> tuple[dict[str, Any], str]:
         """The call and its owner app, whoever asks (admin routes; 404 once it ended)."""

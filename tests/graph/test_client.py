@@ -1,29 +1,42 @@
-"""Every GraphClient method against the running sandbox: real HTTPS, real msal, bodies checked against the schemas."""
+"""Every GraphClient method against the running sandbox: real HTTPS, real msal, bodies checked against the schemas.
+
+The resilience section arms sandbox faults that strike after an operation was applied (a 503, or the response
+withheld until the client's ``graph_timeout`` fires) and checks the retry, carrying the same ``client-request-id``,
+gets the sandbox's replay: the call succeeds and the operation happened exactly once.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 from prometheus_client import REGISTRY
 
 from mediabot import GraphAPIError, GraphNotFoundError, GraphPermissionError, GraphThrottledError
 from mediabot.graph import GraphClient, media_prompt, phone_target, user_target
+from mediabot.graph._transport import GraphRequester
 from mediabot.graph.models import (
     AppHostedMediaConfig,
     Call,
     CallState,
     InviteParticipantsOperation,
     JoinMeetingIdMeetingInfo,
+    MuteParticipantOperation,
     OperationStatus,
     OrganizerMeetingInfo,
     PlayPromptOperation,
     RecordOperation,
+    SendDtmfTonesOperation,
+    SubscribeToToneOperation,
 )
 from mediabot.sandbox import SandboxServer
 from tests.graph.conftest import RecordingTransport, sandbox_settings
+from tests.sandbox.conftest import arm_fault, reset_sandbox
 
 SERVICE_MEDIA = {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}
 CALLBACK = "https://bot.example.com/api/calling"
@@ -57,6 +70,13 @@ def schema_for(method: str, path: str) -> str | None:
     if parts[0] == "subscriptions":
         return "microsoft.graph.subscription.json"
     return None
+
+
+@pytest.fixture(autouse=True)
+def _nothing_outlives_the_test(sandbox: SandboxServer) -> Iterator[None]:
+    """No fault stays armed and no callback to bot.example.com keeps being retried once a test is over."""
+    yield
+    reset_sandbox(sandbox)
 
 
 @pytest.fixture(autouse=True)
@@ -376,3 +396,220 @@ async def test_an_app_without_the_permission_gets_a_permission_error(sandbox: Sa
             )
         assert info.value.status_code == 403
         assert "Calls.InitiateGroupCalls.All" in info.value.message
+
+
+class FixedToken:
+    """A token fetched once up front, so only the Graph requests under test run against a short timeout."""
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    async def get_token(self) -> str:
+        return self.token
+
+
+#: The impatient client's ``graph_timeout``: a withheld response makes it give up and retry.
+IMPATIENT_TIMEOUT = 0.5
+
+
+@pytest.fixture
+async def impatient(sandbox: SandboxServer) -> AsyncIterator[GraphClient]:
+    """A GraphClient with a short ``graph_timeout`` and immediate retries (``graph_max_backoff`` 0.05 s)."""
+    settings = sandbox_settings(sandbox, graph_timeout=IMPATIENT_TIMEOUT)
+    async with GraphClient(settings, tokens=FixedToken(sandbox.access_token())) as client:
+        yield client
+
+
+@dataclasses.dataclass
+class Operation:
+    """An operation under test: the path faults strike, how the client does it, how to see it happened once."""
+
+    path: str
+    run: Callable[[GraphClient], Awaitable[Any]]
+    happened_once: Callable[[Any], Awaitable[None]]
+
+
+async def prepare(name: str, graph: GraphClient, sandbox: SandboxServer, request: pytest.FixtureRequest) -> Operation:
+    """Set up ``name`` with the patient client; the Operation to run with the impatient one."""
+    if name == "create call":
+        user = str(uuid.uuid4())
+
+        async def created_once(call: Call) -> None:
+            assert call.id and (await graph.get_call(call.id)).state == CallState.ESTABLISHED
+
+        return Operation(
+            f"/v1.0{CALLS_PATH}",
+            lambda c: c.call_user(user, callback_uri=CALLBACK, media_config=SERVICE_MEDIA),
+            created_once,
+        )
+    if name == "answer":
+        incoming = sandbox.incoming_call(callback_uri=CALLBACK)["id"]
+
+        async def answered_once(_: None) -> None:
+            # A second answer would have been refused: the call is no longer ringing.
+            assert (await graph.get_call(incoming)).state == CallState.ESTABLISHED
+
+        return Operation(
+            f"/v1.0{CALLS_PATH}/{incoming}/answer",
+            lambda c: c.answer(incoming, callback_uri=CALLBACK, media_config=SERVICE_MEDIA),
+            answered_once,
+        )
+    if name == "create subscription":
+        url, hook = request.getfixturevalue("webhook")
+        expires = datetime.now(UTC) + timedelta(minutes=60)
+
+        async def subscribed_once(subscription: Any) -> None:
+            assert len(hook.seen) == 1, "the endpoint was validated once: one subscription was made"
+            assert (await graph.get_subscription(subscription.id)).notification_url == url
+
+        return Operation(
+            "/v1.0/subscriptions",
+            lambda c: c.create_subscription(
+                resource="/communications/callRecords", change_type="created", notification_url=url, expiration=expires
+            ),
+            subscribed_once,
+        )
+    call = await established_call(graph)
+    call_id = call.id or ""
+    base = f"/v1.0{CALLS_PATH}/{call_id}"
+    if name == "invite participants":
+        before = len(await graph.list_participants(call_id))
+
+        async def invited_once(operation: Any) -> None:
+            assert isinstance(operation, InviteParticipantsOperation)
+            assert len(await graph.list_participants(call_id)) == before + 1
+
+        invitee = user_target(str(uuid.uuid4()))
+        return Operation(
+            f"{base}/participants/invite",
+            lambda c: c.invite_participants(call_id, [invitee], client_context="inv"),
+            invited_once,
+        )
+
+    async def one_operation(operation: Any) -> None:
+        assert operation.id
+        assert (await graph.get_operation(call_id, operation.id)).status == OperationStatus.COMPLETED
+
+    if name == "playPrompt":
+        prompt = media_prompt("https://bot.example.com/hello.wav")
+        return Operation(
+            f"{base}/playPrompt", lambda c: c.play_prompt(call_id, [prompt], client_context="p"), one_operation
+        )
+    if name == "subscribeToTone":
+
+        async def subscribed(operation: Any) -> None:
+            assert isinstance(operation, SubscribeToToneOperation)
+            assert len(sandbox.send_tones(call_id, ["tone1"])["notified"]) == 1
+
+        return Operation(f"{base}/subscribeToTone", lambda c: c.subscribe_to_tone(call_id), subscribed)
+    if name == "sendDtmfTones":
+
+        async def sent(operation: Any) -> None:
+            assert isinstance(operation, SendDtmfTonesOperation)
+            await one_operation(operation)
+
+        return Operation(f"{base}/sendDtmfTones", lambda c: c.send_dtmf_tones(call_id, ["tone1", "pound"]), sent)
+    assert name == "mute", name
+
+    async def muted(operation: Any) -> None:
+        assert isinstance(operation, MuteParticipantOperation)
+        assert (await graph.get_participant(call_id, call.my_participant_id or "")).is_muted is True
+
+    return Operation(f"{base}/mute", lambda c: c.mute(call_id), muted)
+
+
+CALLS_PATH = "/communications/calls"
+OPERATIONS = [
+    "create call",
+    "answer",
+    "playPrompt",
+    "invite participants",
+    "subscribeToTone",
+    "sendDtmfTones",
+    "mute",
+    "create subscription",
+]
+#: Faults that strike after the sandbox applied the request: what the client sees of that first attempt.
+AFTER_FAULTS = {
+    "503": {"status": 503, "retry_after": 0, "phase": "after"},
+    "timeout": {"delay": 10.0, "phase": "after"},
+}
+
+
+@pytest.mark.parametrize("fault", list(AFTER_FAULTS))
+@pytest.mark.parametrize("name", OPERATIONS)
+async def test_an_operation_whose_answer_is_lost_is_retried_and_happens_once(
+    name: str,
+    fault: str,
+    graph: GraphClient,
+    impatient: GraphClient,
+    sandbox: SandboxServer,
+    request: pytest.FixtureRequest,
+) -> None:
+    operation = await prepare(name, graph, sandbox, request)
+    arm_fault(sandbox, "POST", operation.path, **AFTER_FAULTS[fault])
+    sandbox.clear_requests()
+    result = await operation.run(impatient)
+    await operation.happened_once(result)
+    attempts = [r for r in sandbox.requests() if r["path"] == operation.path and r["method"] == "POST"]
+    assert len({r["client_request_id"] for r in attempts}) == 1
+    assert [(r["handled"], r["replayed"], r["fault"]) for r in attempts] == [
+        (True, False, "after"),  # applied, but its answer was lost
+        (False, True, None),  # the retry: not applied again, the first answer replayed
+    ]
+
+
+async def test_graph_timeout_is_the_timeout_httpx_uses(sandbox: SandboxServer) -> None:
+    seen: list[dict[str, float | None]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.extensions["timeout"])
+        return httpx.Response(200, json={"id": "c1"})
+
+    settings = sandbox_settings(sandbox, graph_timeout=7.5)
+    async with GraphClient(settings, tokens=FixedToken("t"), transport=httpx.MockTransport(handler)) as client:
+        await client.get_call("c1")
+    assert seen == [{"connect": 7.5, "read": 7.5, "write": 7.5, "pool": 7.5}]
+
+
+async def test_a_429s_retry_after_is_waited_before_the_retry(graph: GraphClient, sandbox: SandboxServer) -> None:
+    call_id = (await established_call(graph)).id or ""
+    before = len(await graph.list_participants(call_id))
+    path = f"/v1.0{CALLS_PATH}/{call_id}/participants/invite"
+    sandbox.inject_fault("POST", path, 429, count=1, retry_after=7, match="exact")
+    sandbox.clear_requests()
+    events: list[str] = []
+
+    async def sleep(seconds: float) -> None:
+        events.append(f"sleep {seconds:g}")
+
+    async def trace(request: httpx.Request) -> None:
+        events.append("request")
+
+    async with httpx.AsyncClient(
+        base_url=sandbox.graph_url, verify=sandbox.ssl_context(), trust_env=False, event_hooks={"request": [trace]}
+    ) as http:
+        requester = GraphRequester(
+            http, FixedToken(sandbox.access_token()), max_retries=3, max_backoff=30.0, sleep=sleep
+        )
+        body = {"participants": [user_target(str(uuid.uuid4()))]}
+        response = await requester.request("POST", path.removeprefix("/v1.0"), json_body=body)
+    assert response.status_code == 200
+    assert events == ["request", "sleep 7", "request"], "the retry waits out Retry-After first"
+    attempts = [r for r in sandbox.requests() if r["path"] == path]
+    assert [(r["status"], r["handled"]) for r in attempts] == [(429, False), (200, True)]
+    assert len({r["client_request_id"] for r in attempts}) == 1
+    assert len(await graph.list_participants(call_id)) == before + 1
+
+
+async def test_a_retry_after_beyond_max_backoff_is_not_retried_early(
+    graph: GraphClient, sandbox: SandboxServer
+) -> None:
+    call_id = (await established_call(graph)).id or ""
+    path = f"/v1.0{CALLS_PATH}/{call_id}/playPrompt"
+    sandbox.inject_fault("POST", path, 429, count=1, retry_after=30, match="exact")
+    sandbox.clear_requests()
+    with pytest.raises(GraphThrottledError) as info:
+        await graph.play_prompt(call_id, [media_prompt("https://bot.example.com/a.wav")])
+    assert info.value.retry_after == 30.0 and info.value.status_code == 429
+    assert [r["status"] for r in sandbox.requests() if r["path"] == path] == [429]

@@ -53,11 +53,35 @@ def make_certificate(common_name: str = "mediabot test app") -> tuple[str, str]:
     return cert_pem.decode(), key_pem.decode()
 
 
+def admin_client(sandbox: SandboxServer) -> httpx.Client:
+    """A client of the sandbox's ``/_sandbox`` control plane."""
+    return httpx.Client(base_url=sandbox.base_url, verify=sandbox.ssl_context(), trust_env=False, timeout=30.0)
+
+
+def arm_fault(sandbox: SandboxServer, method: str, path: str, **fault: Any) -> dict[str, Any]:
+    """Arm a fault with any ``POST /_sandbox/faults`` option (``phase`` included); exact path match by default."""
+    with admin_client(sandbox) as admin:
+        response = admin.post("/_sandbox/faults", json={"method": method, "path": path, "match": "exact", **fault})
+    assert response.status_code == 201, response.text
+    armed: dict[str, Any] = response.json()
+    return armed
+
+
+def reset_sandbox(sandbox: SandboxServer) -> dict[str, int]:
+    """``POST /_sandbox/reset``: faults disarmed, live calls ended, pending notification deliveries stopped."""
+    with admin_client(sandbox) as admin:
+        response = admin.post("/_sandbox/reset")
+    response.raise_for_status()
+    counts: dict[str, int] = response.json()
+    return counts
+
+
 @pytest.fixture(autouse=True)
-def _no_leftover_faults(request: pytest.FixtureRequest) -> Iterator[None]:
+def _nothing_outlives_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's sandbox forgets a finished test: no fault stays armed, no callback keeps being retried."""
     yield
     if "sandbox" in request.fixturenames:
-        request.getfixturevalue("sandbox").clear_faults()
+        reset_sandbox(request.getfixturevalue("sandbox"))
 
 
 @pytest.fixture(scope="session")

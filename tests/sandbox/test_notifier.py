@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ import jwt
 import pytest
 
 from mediabot.sandbox import SandboxServer
+from mediabot.sandbox import _notifier as notifier_module
+from mediabot.sandbox._callback_signing import CallbackSigner
+from mediabot.sandbox._notifier import CallNotifier
 
 from .conftest import SERVICE_MEDIA, call_body, graph_client
 
@@ -258,3 +262,79 @@ def test_unresolvable_callbacks_fail_quietly(sandbox: SandboxServer, graph: http
     skipped = sandbox.incoming_call(callback_uri="ftp://nowhere")["id"]
     entries = [e for e in sandbox.notifications() if e["call_id"] == skipped]
     assert entries and entries[0]["outcome"] == "skipped"
+
+
+# -- retries and cancellation, over httpx.MockTransport ------------------------------------------------------
+
+
+class Callbacks:
+    """A MockTransport handler: ``good`` callback URIs answer 202, ``bad`` ones refuse, ``stuck`` ones never answer."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+        self.arrived: dict[str, asyncio.Event] = {}
+        self._never = asyncio.Event()
+
+    def event(self, uri: str) -> asyncio.Event:
+        return self.arrived.setdefault(uri, asyncio.Event())
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        uri = str(request.url)
+        self.attempts.append(uri)
+        self.event(uri).set()
+        if "stuck" in uri:
+            await self._never.wait()
+        if "bad" in uri:
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(202)
+
+
+@pytest.fixture
+async def callbacks() -> Callbacks:
+    return Callbacks()
+
+
+@pytest.fixture
+async def notifier(sandbox: SandboxServer, callbacks: Callbacks) -> AsyncIterator[CallNotifier]:
+    config = sandbox.config
+    instance = CallNotifier(config, CallbackSigner(config), transport=httpx.MockTransport(callbacks))
+    yield instance
+    await instance.aclose()
+
+
+def _outcomes(notifier: CallNotifier, call_id: str) -> list[tuple[str, int]]:
+    return [(e["outcome"], e["attempts"]) for e in notifier.deliveries() if e["call_id"] == call_id]
+
+
+async def test_a_failing_delivery_is_retried_a_bounded_number_of_times(
+    notifier: CallNotifier, callbacks: Callbacks, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifier_module, "_FIRST_BACKOFF", 0.0)
+    bad, good = "https://bad.example/cb", "https://good.example/cb"
+    notifier.send("c1", bad, "app", [{"changeType": "updated"}])
+    notifier.send("c1", good, "app", [{"changeType": "updated"}])
+    await callbacks.event(good).wait()  # lanes deliver in order: the bad one has given up by now
+    assert callbacks.attempts.count(bad) == notifier_module._ATTEMPTS
+    assert _outcomes(notifier, "c1")[0] == ("failed", notifier_module._ATTEMPTS)
+
+
+async def test_cancel_pending_stops_queued_retrying_and_stuck_deliveries(
+    notifier: CallNotifier, callbacks: Callbacks
+) -> None:
+    bad, stuck, good = "https://bad.example/cb", "https://stuck.example/cb", "https://good.example/cb"
+    for _ in range(3):
+        notifier.send("retrying", bad, "app", [{"changeType": "updated"}])
+    notifier.send("stuck", stuck, "app", [{"changeType": "updated"}])
+    await callbacks.event(bad).wait()
+    await callbacks.event(stuck).wait()
+    notifier.send("queued", bad, "app", [{"changeType": "created"}])  # not even dispatched yet
+    assert await notifier.cancel_pending() == 5
+    assert _outcomes(notifier, "retrying") == [("cancelled", 0)] * 3
+    assert _outcomes(notifier, "stuck") == [("cancelled", 0)]
+    assert _outcomes(notifier, "queued") == [("cancelled", 0)]
+    seen = len(callbacks.attempts)
+    # Nothing of it runs on: a later delivery (same call id too) goes out alone.
+    notifier.send("retrying", good, "app", [{"changeType": "deleted"}])
+    await callbacks.event(good).wait()
+    assert callbacks.attempts[seen:] == [good]
+    assert await notifier.cancel_pending() == 0

@@ -1,12 +1,18 @@
 """``/_sandbox/...``: the emulator's own control plane (not part of Graph; no token needed, loopback only).
 
 - ``POST /_sandbox/apps``: register an app (roles, optional secret or certificate PEM); ``GET`` lists them.
-- ``POST /_sandbox/faults`` / ``GET`` / ``DELETE``: arm, list, clear injected faults.
-- ``GET`` / ``DELETE /_sandbox/requests``: the request log (method, path, client-request-id, status).
+- ``POST /_sandbox/faults`` / ``GET`` / ``DELETE``: arm, list, clear injected faults (``phase`` ``before`` the
+  request is handled, or ``after``: applied, then the response withheld ``delay`` seconds and/or replaced by
+  ``status``).
+- ``GET`` / ``DELETE /_sandbox/requests``: the request log (method, path, client-request-id, status, whether the
+  attempt was handled or replayed, which fault phase struck it).
+- ``POST /_sandbox/reset``: between tests: disarm faults, end every live call and stop every pending notification
+  delivery (logged ``cancelled``), so nothing a finished test started keeps running.
 - ``POST /_sandbox/calls/incoming`` (also ``/sandbox/calls/incoming``): ring an app with an incoming call;
   ``POST /_sandbox/calls/{id}/end``: the remote side hangs up; ``POST /_sandbox/calls/{id}/tones``: it presses tones.
 - ``POST /_sandbox/apps/{client_id}/callback``: the default callbackUri of the app's incoming calls.
-- ``GET`` / ``DELETE /_sandbox/notifications``: the log of commsNotification deliveries to callbackUris.
+- ``GET`` / ``DELETE /_sandbox/notifications``: the log of commsNotification deliveries to callbackUris;
+  ``DELETE /_sandbox/notifications/pending``: stop every delivery still queued or being retried.
 - ``POST /_sandbox/scenarios``: start a scenario file (see :mod:`mediabot.sandbox._director`); ``GET`` lists runs,
   ``GET /_sandbox/scenarios/{id}`` shows one (status, call id, the meeting to join, the relay's counters).
 - ``GET /_sandbox/health``: readiness.
@@ -59,6 +65,9 @@ class FaultRequest(BaseModel):
     retry_after: int | None = Field(default=None, ge=0)
     delay: float = Field(default=0.0, ge=0.0, le=120.0)
     match: Literal["prefix", "exact", "glob"] = "prefix"
+    #: ``before``: refused (``status``) or slowed (``delay``) before handling; ``after``: handled, then the client
+    #: gets ``status`` and/or its response only after ``delay`` seconds
+    phase: Literal["before", "after"] = "before"
 
 
 class IncomingCallRequest(BaseModel):
@@ -143,6 +152,7 @@ async def inject_fault(body: FaultRequest, state: StateDep) -> dict[str, Any]:
         retry_after=body.retry_after,
         delay=body.delay,
         match=body.match,
+        phase=body.phase,
     )
     state.store.add_fault(fault)
     return _fault_json(fault)
@@ -171,6 +181,7 @@ def _fault_json(fault: Fault) -> dict[str, Any]:
         "retry_after": fault.retry_after,
         "delay": fault.delay,
         "match": fault.match,
+        "phase": fault.phase,
     }
 
 
@@ -185,6 +196,23 @@ async def clear_requests(state: StateDep) -> Response:
     """Empty the request log."""
     state.store.clear_requests()
     return Response(status_code=204)
+
+
+@router.post("/reset")
+async def reset(state: StateDep) -> dict[str, int]:
+    """Disarm faults, end every live call and stop pending notification deliveries; how many of each.
+
+    The calls end as if the remote side hung up (callRecords are filed), but the notifications that would tell
+    their bots are cancelled with everything else still pending: nothing outlives the test that started it.
+    Apps, meetings, presence, subscriptions and the logs stay.
+    """
+    faults = len(state.store.faults())
+    state.store.clear_faults()
+    ended = state.store.end_all_calls()
+    for call, owner in ended:
+        state.platform.ended(call, owner, REMOTE_HUNG_UP_RESULT)
+    cancelled = await state.platform.notifier.cancel_pending()
+    return {"faults_cleared": faults, "calls_ended": len(ended), "deliveries_cancelled": cancelled}
 
 
 @router.post("/apps/{client_id}/callback")
@@ -254,6 +282,12 @@ async def clear_notifications(state: StateDep) -> Response:
     """Empty the notification delivery log."""
     state.platform.notifier.clear()
     return Response(status_code=204)
+
+
+@router.delete("/notifications/pending")
+async def cancel_notifications(state: StateDep) -> dict[str, int]:
+    """Stop every delivery still queued or being retried (logged ``cancelled``); how many."""
+    return {"cancelled": await state.platform.notifier.cancel_pending()}
 
 
 def _director(state: Any) -> ScenarioDirector:

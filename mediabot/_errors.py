@@ -92,7 +92,8 @@ class GraphAPIError(GraphError):
 
 
 class GraphThrottledError(GraphAPIError):
-    """Graph kept answering 429/503/504 after every retry; ``retry_after`` is its last advice in seconds."""
+    """Graph kept answering 429/503/504 after every retry, or asked for a longer wait than the backoff cap allows;
+    ``retry_after`` is its last advice in seconds."""
 
     retry_after: float | None = None
 

@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     )
     graph_timeout: float = Field(default=30.0, gt=0, description="Seconds before one Graph request times out.")
     graph_max_retries: int = Field(default=5, ge=0, description="Retries on 429/503/504 and transport errors.")
-    graph_max_backoff: float = Field(default=60.0, gt=0, description="Cap in seconds on one wait between retries.")
+    graph_max_backoff: float = Field(
+        default=60.0, gt=0, description="Longest wait in seconds between retries; a longer Retry-After fails at once."
+    )
 
     public_url: str = Field(
         default="", description="Public HTTPS base URL of this instance; callbacks go to <public_url>/api/calling."

@@ -38,6 +38,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
         yield server
 
 
+@pytest.fixture(autouse=True)
+def _nothing_outlives_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The session's sandbox forgets a finished test: no fault stays armed, no call stays live, no callback delivery
+    keeps being retried into the next test's logs."""
+    yield
+    if "sandbox" in request.fixturenames:
+        request.getfixturevalue("sandbox").reset()
+
+
 class Webhook(http.server.BaseHTTPRequestHandler):
     mode = "echo"
     seen: list[str] = []

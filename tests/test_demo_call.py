@@ -145,7 +145,7 @@ def test_a_scripted_meeting_is_recorded_aligned_segmented_and_its_digits_heard(t
     assert abs(people["Cy"]["joined_at"] - 4.0) < 1.0 and people["Ann"]["joined_at"] < 0.5
 
 
-async def test_a_bot_killed_mid_call_loses_at_most_a_second_and_its_restart_repairs_and_indexes_the_call(tmp_path: Path) -> None:
+async def test_a_bot_killed_mid_call_loses_at_most_a_second_and_restarts_repaired_and_indexed(tmp_path: Path) -> None:
     import asyncio
 
     from mediabot.demo import SandboxProcess

@@ -252,8 +252,10 @@ class SandboxServer:
         retry_after: int | None = None,
         delay: float = 0.0,
         match: str = "prefix",
+        phase: str = "before",
     ) -> dict[str, Any]:
-        """Make the next ``count`` requests matching ``method`` + ``path`` answer ``status`` (after ``delay`` s)."""
+        """Make the next ``count`` requests matching ``method`` + ``path`` answer ``status`` (after ``delay`` s);
+        with ``phase="after"`` the request is applied first, then answered with the fault (or held ``delay`` s)."""
         body = {
             "method": method,
             "path": path,
@@ -262,9 +264,15 @@ class SandboxServer:
             "retry_after": retry_after,
             "delay": delay,
             "match": match,
+            "phase": phase,
         }
         result: dict[str, Any] = self._post("/_sandbox/faults", body)
         return result
+
+    def reset(self) -> dict[str, int]:
+        """Forget what earlier work left: faults disarmed, live calls ended, pending callback deliveries stopped."""
+        counts: dict[str, int] = self._post("/_sandbox/reset", {})
+        return counts
 
     def clear_faults(self) -> None:
         """Disarm every fault."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ from mediabot.graph.models import (
 )
 from mediabot.sandbox import SandboxServer
 from tests.graph.conftest import RecordingTransport, sandbox_settings
-from tests.sandbox.conftest import arm_fault, reset_sandbox
+from tests.sandbox.conftest import arm_fault
 
 SERVICE_MEDIA = {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}
 CALLBACK = "https://bot.example.com/api/calling"
@@ -70,13 +70,6 @@ def schema_for(method: str, path: str) -> str | None:
     if parts[0] == "subscriptions":
         return "microsoft.graph.subscription.json"
     return None
-
-
-@pytest.fixture(autouse=True)
-def _nothing_outlives_the_test(sandbox: SandboxServer) -> Iterator[None]:
-    """No fault stays armed and no callback to bot.example.com keeps being retried once a test is over."""
-    yield
-    reset_sandbox(sandbox)
 
 
 @pytest.fixture(autouse=True)

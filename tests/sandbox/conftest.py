@@ -67,23 +67,6 @@ def arm_fault(sandbox: SandboxServer, method: str, path: str, **fault: Any) -> d
     return armed
 
 
-def reset_sandbox(sandbox: SandboxServer) -> dict[str, int]:
-    """``POST /_sandbox/reset``: faults disarmed, live calls ended, pending notification deliveries stopped."""
-    with admin_client(sandbox) as admin:
-        response = admin.post("/_sandbox/reset")
-    response.raise_for_status()
-    counts: dict[str, int] = response.json()
-    return counts
-
-
-@pytest.fixture(autouse=True)
-def _nothing_outlives_the_test(request: pytest.FixtureRequest) -> Iterator[None]:
-    """The session's sandbox forgets a finished test: no fault stays armed, no callback keeps being retried."""
-    yield
-    if "sandbox" in request.fixturenames:
-        reset_sandbox(request.getfixturevalue("sandbox"))
-
-
 @pytest.fixture(scope="session")
 def graph(sandbox: SandboxServer) -> Iterator[httpx.Client]:
     """A Graph v1.0 client authenticated as the default (all-permissions) app."""

@@ -12,7 +12,7 @@ import pytest
 from mediabot.sandbox import SandboxServer
 from mediabot.sandbox._app import REPLAYED_HEADER, ReplayCache, StoredResponse
 
-from .conftest import admin_client, arm_fault, call_body, graph_client, reset_sandbox, user_target
+from .conftest import admin_client, arm_fault, call_body, graph_client, user_target
 
 NewCall = Callable[..., dict[str, Any]]
 _PROMPT = {
@@ -271,10 +271,10 @@ def test_reset_disarms_faults_ends_calls_and_stops_pending_deliveries(
     sandbox.clear_notifications()
     call = new_call()  # its notifications go to bot.example.com, which does not resolve: retried in the background
     sandbox.inject_fault("GET", "/v1.0/users/", 503, count=5)
-    counts = reset_sandbox(sandbox)
+    counts = sandbox.reset()
     assert counts["faults_cleared"] == 1 and counts["calls_ended"] >= 1
     assert graph.get(f"/communications/calls/{call['id']}").status_code == 404
     assert graph.get("/users/u1/presence").status_code == 200
     outcomes = {e["outcome"] for e in sandbox.notifications() if e["call_id"] == call["id"]}
     assert outcomes <= {"cancelled", "failed"} and "cancelled" in outcomes
-    assert reset_sandbox(sandbox) == {"faults_cleared": 0, "calls_ended": 0, "deliveries_cancelled": 0}
+    assert sandbox.reset() == {"faults_cleared": 0, "calls_ended": 0, "deliveries_cancelled": 0}

@@ -219,14 +219,12 @@ def percentiles(
 # -- speech clips ---------------------------------------------------------------------------------------------------
 
 
-def prepare_clips(folder: Path, seconds: float) -> Path:
-    """Encode each bundled clip, trimmed and looped with a pause, to cover ``seconds`` plus one loop, into an ``.npz``.
+def loop_clips(folder: Path, seconds: float) -> list[tuple[Path, int]]:
+    """Write each bundled clip, trimmed and looped with a pause, covering ``seconds`` plus one loop, as a 16-bit WAV.
 
-    Encoding goes through the sandbox's own preparation (:func:`mediabot.sandbox._scenario.prepare`). The file
-    holds ``data<k>`` (the packets of clip ``k`` back to back), ``lengths<k>`` and ``loop<k>`` (packets per pass).
+    Returns ``(path, packets per pass)`` for each clip: speech starts again every pass (the loads' streams speak
+    throughout, not only for a clip's few seconds).
     """
-    from mediabot.sandbox._scenario import ParticipantSpec, Scenario, prepare
-
     folder.mkdir(parents=True, exist_ok=True)
     clips = sorted(CLIP_DIR.glob("*.wav"))
     looped: list[tuple[Path, int]] = []
@@ -247,6 +245,18 @@ def prepare_clips(folder: Path, seconds: float) -> Path:
             writer.setframerate(rate)
             writer.writeframes(np.tile(one, passes).astype("<i2").tobytes())
         looped.append((path, math.ceil(one.size / rate / PACKET_S)))
+    return looped
+
+
+def prepare_clips(folder: Path, seconds: float) -> Path:
+    """Encode each bundled clip, trimmed and looped with a pause, to cover ``seconds`` plus one loop, into an ``.npz``.
+
+    Encoding goes through the sandbox's own preparation (:func:`mediabot.sandbox._scenario.prepare`). The file
+    holds ``data<k>`` (the packets of clip ``k`` back to back), ``lengths<k>`` and ``loop<k>`` (packets per pass).
+    """
+    from mediabot.sandbox._scenario import ParticipantSpec, Scenario, prepare
+
+    looped = loop_clips(folder, seconds)
     length = seconds + max(loop for _, loop in looped) * PACKET_S + 1.0
     scenario = Scenario.model_validate(
         {
@@ -431,10 +441,12 @@ class Target:
 
 
 class ReceiverProcess:
-    """The receiver under test as a child process pinned to :data:`RECEIVER`: the bot or the bare receiver."""
+    """The receiver under test as a child process pinned to :data:`RECEIVER` (``core=None``: not pinned): the bot
+    or the bare receiver. ``env`` adds to (or replaces) the bot's ``MEDIABOT_*`` settings: a sandbox's environment
+    makes it a bot that takes calls through the sandbox's Graph instead of standalone sessions only."""
 
     def __init__(
-        self, kind: ReceiverKind, workdir: Path, *, core: int = RECEIVER, env: Mapping[str, str] | None = None
+        self, kind: ReceiverKind, workdir: Path, *, core: int | None = RECEIVER, env: Mapping[str, str] | None = None
     ) -> None:
         self.kind = kind
         self.extra_env = dict(env or {})
@@ -485,7 +497,7 @@ class ReceiverProcess:
         argv, env = self._command()
         with self.log_path.open("wb") as log:
             self._proc = await asyncio.create_subprocess_exec(
-                *pinned(self.core, argv),
+                *(argv if self.core is None else pinned(self.core, argv)),
                 cwd=self.workdir,
                 env=env,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -116,9 +116,11 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
+    from mediabot._heap import fix_mmap_threshold
     from mediabot.config import Settings
     from mediabot.service import create_app
 
+    fix_mmap_threshold()  # a server frees large buffers all day: keep them returnable
     try:
         settings = Settings()
     except ValidationError as exc:

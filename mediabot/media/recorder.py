@@ -782,6 +782,9 @@ class CallRecorder:
             self._go_live()
         target = position - self._hold
         oldest = position - self._flush_after
+        if self._tracks and not any(track._open for track in self._tracks.values()):
+            # Everyone left: the recording ends with the last audio, not wherever a tick happens to fall.
+            target = min(target, max(track._written for track in self._tracks.values()))
         for track in self._tracks.values():
             track._pad_to(target)
             if track._fill and track._written - track._fill <= oldest:

@@ -74,6 +74,7 @@ MAIN_SOURCE = "main"
 CONNECT_AHEAD_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 10.0
+KEEPALIVE_EXPIRY_S = 2.0
 MAX_FILLED_GAP = 60 * SCENARIO_RATE
 MAIN_CHUNK = 10 * SCENARIO_RATE
 AUDIBLE_PEAK = 100
@@ -276,7 +277,12 @@ class MediaRelay:
                 if os.path.isdir(verify)
                 else ssl.create_default_context(cafile=verify)
             )
-        self._client = httpx.AsyncClient(verify=verify, trust_env=False, timeout=HTTP_TIMEOUT_S, transport=transport)
+        # Idle connections are dropped before a server's keep-alive timeout could close them under a request
+        # (uvicorn's and httpx's defaults are both 5 s: a POST on a connection the server just closed fails).
+        limits = httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)
+        self._client = httpx.AsyncClient(
+            verify=verify, trust_env=False, timeout=HTTP_TIMEOUT_S, limits=limits, transport=transport
+        )
         self._connect_ahead_s = connect_ahead_s
         self._connect_timeout_s = connect_timeout_s
         self._runs: set[RelayRun] = set()

@@ -334,6 +334,27 @@ async def test_a_stalled_source_does_not_hold_the_mix_back(io: RecorderIO, paths
     assert not read_wav(paths.track("s"))[FRAME:].any()
 
 
+async def test_once_everyone_left_the_recording_ends_with_the_last_audio(io: RecorderIO, paths: CallPaths) -> None:
+    rec = CallRecorder(paths, io, hold_s=0.5)
+    early, late = rec.open_track("e", "early"), rec.open_track("l", "late")
+    source = noise(21, 3 * SR)
+    for position in range(0, 3 * SR, FRAME):
+        late.write(position, source[position : position + FRAME])
+        if position < SR:
+            early.write(position, source[position : position + FRAME])
+        if (position + FRAME) % 3200 == 0:
+            rec.tick(position + FRAME)
+    early.end(SR)
+    late.end()
+    for position in range(3 * SR, 10 * SR, 3200):  # the call goes on with nobody in it: ticks do not grow the files
+        rec.tick(position)
+    summary = await rec.close()
+    assert summary.samples == 3 * SR
+    for name in ("early", "late"):
+        assert read_wav(paths.track(name)).size == 3 * SR
+    assert read_wav(paths.mixed).size == 3 * SR
+
+
 async def test_a_track_opened_mid_call_starts_where_the_mix_may_be(io: RecorderIO, paths: CallPaths) -> None:
     rec = CallRecorder(paths, io)
     first = rec.open_track("a", "a")

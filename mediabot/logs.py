@@ -121,21 +121,41 @@ class LogContextFilter(logging.Filter):
 
 # -- formatting ------------------------------------------------------------------------------------------------------
 
-_SENSITIVE_NAMES = r"(?i:client_secret|access_token|refresh_token)"
+# Names whose value is a secret wherever it appears as ``name=value``, ``name: value`` or ``"name": "value"``: OAuth
+# credentials, any ``token`` (the WHIP bearer in a blob or a /v1/sessions answer, Graph's recordingAccessToken), the
+# webhook clientState, the API key, the media config blob (it carries the WHIP bearer) and the console cookie.
+_SENSITIVE_NAMES = (
+    r"(?i:client_secret|client_assertion|access_?token|refresh_token|id_token|token|client_?state|api_?key|password"
+    r"|blob|mediabot_console)"
+)
+# HTTP headers whose value is a secret, as httpcore's DEBUG lines show them (``(b'set-cookie', b'...')``).
+_SENSITIVE_HEADERS = r"(?i:authorization|proxy-authorization|cookie|set-cookie|x-api-key)"
 _SECRET = re.compile(
-    r"(?P<bearer>\bBearer\s+)[A-Za-z0-9\-._~+/]+=*"
+    r"(?P<pem>-----BEGIN [A-Z ]*PRIVATE KEY-----)[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)"
+    rf"|(?P<header>\(b?[\"']{_SENSITIVE_HEADERS}[\"'],\s*b?[\"'])[^\"']*"
+    r"|(?P<cookie>\b(?i:set-cookie|cookie):[ \t]*)[^\r\n]+"
+    # aiortc logs whole SDPs at DEBUG; the ICE password would let anyone pass the connectivity checks.
+    r"|(?P<icepwd>\ba=ice-pwd:)\S+"
+    r"|(?P<bearer>\bBearer\s+)[A-Za-z0-9\-._~+/]+=*"
+    r"|(?P<basic>\bBasic\s+)[A-Za-z0-9+/]{8,}=*"
     rf"|(?P<double>{_SENSITIVE_NAMES}[\"']?\s*[:=]\s*\")[^\"]*"
     rf"|(?P<single>{_SENSITIVE_NAMES}[\"']?\s*[:=]\s*')[^']*"
     rf"|(?P<bare>{_SENSITIVE_NAMES}[\"']?\s*[:=]\s*)[^\s\"'&,;)}}\]]+"
+    # Any JWT, wherever it is (a URL, a body, an exception): access, callback and assertion tokens all look so.
+    r"|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"
 )
 
 
 def _mask(match: re.Match[str]) -> str:
-    return (match.group("bearer") or match.group("double") or match.group("single") or match.group("bare")) + "***"
+    if match.group("pem") is not None:
+        return "[private key redacted]"
+    return next((kept for kept in match.groups() if kept), "") + "***"
 
 
 def redact(text: str) -> str:
-    """``text`` with ``Bearer <token>`` and client_secret / access_token / refresh_token values replaced by ``***``."""
+    """``text`` with secrets replaced by ``***``: bearer and basic credentials, secret-bearing headers (cookies,
+    authorization), named values (client_secret, tokens, clientState, API key, media blob), SDP ICE passwords,
+    JWTs and private keys."""
     return _SECRET.sub(_mask, text)
 
 

@@ -1,6 +1,19 @@
-"""Console session cookies: made with the key, expiring, and worthless with another key."""
+"""Console session cookies (made with the key, expiring, worthless with another key), and how secrets are compared.
+
+The last tests read the package's source: a secret (API key, WHIP bearer, clientState, cookie signature, client
+secret, token) is never compared with ``==``, ``!=`` or ``in``, whose running time tells an attacker how much of a guess
+was right, but with ``hmac.compare_digest``; and ``compare_digest`` is given bytes, since on a ``str`` holding a
+non-ASCII character it raises ``TypeError`` (a 500 for whoever sends one) instead of answering False.
+"""
 
 from __future__ import annotations
+
+import ast
+import functools
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
 
 from mediabot.service.auth import CONSOLE_SESSION_S, console_cookie, is_console_session, key_matches
 
@@ -43,3 +56,145 @@ def test_the_console_origin_is_the_addressed_host_or_the_public_url() -> None:
     # Behind a proxy that rewrites Host, the public URL's origin is the console's.
     assert same_origin(request("https://bot.example.com"), "https://bot.example.com/base")
     assert not same_origin(request("https://bot.example.com.evil.example"), "https://bot.example.com")
+
+
+# -- how secrets are compared ------------------------------------------------------------------------------------------
+
+PACKAGE = Path(__file__).resolve().parents[2] / "mediabot"
+# Words that make a name a secret's (``api_key``, ``client_state``, ``session.token``, ``get_secret_value()``...).
+SECRET_WORDS = frozenset(
+    {"token", "secret", "signature", "password", "passwd", "passphrase", "cookie", "credential", "credentials"}
+    | {"hmac", "mac", "digest", "clientstate", "apikey"}
+)
+SECRET_PAIRS = frozenset(
+    {("client", "state"), ("api", "key"), ("private", "key"), ("signing", "key"), ("secret", "key")}
+    | {("session", "key"), ("access", "key"), ("shared", "key")}
+)
+# Comparisons that look like a secret's but are not, and why.
+NOT_SECRETS = {
+    ("sandbox/routes/subscriptions.py", "response.text != token"): "the emulator checks that a webhook echoed the "
+    "validationToken it was just given (a public nonce, not a secret)",
+}
+# compare_digest given str: TypeError on non-ASCII. Found by this scan in the sandbox (not the bot), reported.
+KNOWN_STR_DIGESTS = {
+    "sandbox/routes/entra.py": "client_secret check: a non-ASCII client_secret answers 500 instead of 401",
+    "sandbox/routes/calls.py": "recordingAccessToken check: a non-ASCII bearer answers 500 instead of 401",
+}
+
+
+def _words(name: str) -> list[str]:
+    return [part for part in re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().split("_") if part]
+
+
+def _is_secret_name(name: str) -> bool:
+    words = _words(name)
+    return bool(SECRET_WORDS.intersection(words)) or any(pair in SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def _names(node: ast.AST) -> Iterator[str]:
+    """The identifiers an operand is made of: ``self._session.token`` → token, _session, self."""
+    if isinstance(node, ast.Name):
+        yield node.id
+    elif isinstance(node, ast.Attribute):
+        yield node.attr
+        yield from _names(node.value)
+    elif isinstance(node, ast.Call):
+        yield from _names(node.func)
+    elif isinstance(node, ast.Subscript):
+        if isinstance(node.slice, ast.Constant) and isinstance(node.slice.value, str):
+            yield node.slice.value
+        yield from _names(node.value)
+
+
+@functools.cache
+def _modules() -> list[tuple[str, ast.Module]]:
+    return [
+        (path.relative_to(PACKAGE).as_posix(), ast.parse(path.read_text("utf-8"), str(path)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    ]
+
+
+def secret_comparisons(modules: list[tuple[str, ast.Module]]) -> list[str]:
+    """``file:line: expression`` of every ``==``/``!=``/``in``/``not in`` with a secret-named operand.
+
+    A literal on either side (``token == ""``, ``scheme != "bearer"``) is not a leak: there is nothing to guess.
+    """
+    found = []
+    for module, tree in modules:
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Compare):
+                continue
+            sides = [node.left, *node.comparators]
+            for op, (left, right) in zip(node.ops, itertools.pairwise(sides), strict=True):
+                if not isinstance(op, ast.Eq | ast.NotEq | ast.In | ast.NotIn):
+                    continue
+                if isinstance(left, ast.Constant) or isinstance(right, ast.Constant):
+                    continue
+                if any(_is_secret_name(name) for side in (left, right) for name in _names(side)):
+                    text = ast.unparse(ast.Compare(left=left, ops=[op], comparators=[right]))
+                    if (module, text) not in NOT_SECRETS:
+                        found.append(f"{module}:{node.lineno}: {text}")
+    return found
+
+
+def str_digests(modules: list[tuple[str, ast.Module]]) -> list[tuple[str, int, str]]:
+    """``compare_digest`` calls whose arguments are not visibly bytes (``.encode()``, ``.digest()``, ``b"..."``)."""
+
+    def is_bytes(node: ast.expr) -> bool:
+        if isinstance(node, ast.Constant):
+            return isinstance(node.value, bytes)
+        return (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("encode", "digest", "tobytes")
+        )
+
+    found = []
+    for module, tree in modules:
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "compare_digest"
+                and not all(is_bytes(arg) for arg in node.args)
+            ):
+                found.append((module, node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_the_scan_finds_what_it_is_meant_to() -> None:
+    for name in ("api_key", "token", "clientState", "client_state", "get_secret_value", "signature", "_cookie"):
+        assert _is_secret_name(name), name
+    for name in ("key", "keys", "kid", "tokens_used", "monkey", "roster", "keypad"):
+        assert not _is_secret_name(name), name
+    sample = ast.parse(
+        "a = given == settings.api_key.get_secret_value()\n"
+        "b = self.session.token != header\n"
+        "c = x.client_state in accepted\n"
+        "d = token == ''\n"
+        "e = key in self._tracks\n"
+        "f = hmac.compare_digest(given, expected)\n"
+        "g = hmac.compare_digest(given.encode(), expected.encode())\n"
+    )
+    found = secret_comparisons([("sample.py", sample)])
+    assert [line.split(":")[1] for line in found] == ["1", "2", "3"], found
+    assert [line for _, line, _ in str_digests([("sample.py", sample)])] == [6]
+
+
+def test_no_secret_is_compared_in_variable_time() -> None:
+    assert secret_comparisons(_modules()) == [], "compare secrets with hmac.compare_digest over bytes"
+
+
+def test_compare_digest_is_given_bytes() -> None:
+    found = str_digests(_modules())
+    offenders = [f"{module}:{line}: {code}" for module, line, code in found if module not in KNOWN_STR_DIGESTS]
+    assert offenders == [], "encode both sides: compare_digest raises TypeError on a non-ASCII str"
+
+
+def test_the_constant_time_checks_answer_false_on_non_ascii_input() -> None:
+    assert not key_matches("k\u00e9y", "key")
+    assert not key_matches("key", "k\u00e9y")
+    assert key_matches("k\u00e9y", "k\u00e9y")
+    cookie = console_cookie("key-1", now=1000.0)
+    assert not is_console_session(cookie + "\u00e9", "key-1", now=1000.0)
+    assert not is_console_session(cookie, "k\u00e9y", now=1000.0)

@@ -109,6 +109,18 @@ def test_scope_without_default_is_invalid_scope(sandbox: SandboxServer) -> None:
     assert response.json()["error_codes"] == [1002012]
 
 
+def test_a_non_ascii_secret_is_a_wrong_secret_not_a_crash(sandbox: SandboxServer) -> None:
+    response = _token_post(
+        sandbox,
+        grant_type="client_credentials",
+        client_id=sandbox.default_app.client_id,
+        client_secret="s\u00e9cret",
+        scope=SCOPE[0],
+    )
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_client"
+
+
 def test_unsupported_grant_type(sandbox: SandboxServer) -> None:
     response = _token_post(sandbox, grant_type="password", client_id=sandbox.default_app.client_id)
     assert response.status_code == 400

@@ -343,6 +343,6 @@ async def download_recording(recording_id: str, request: Request, state: StateDe
     if expected is None:
         raise not_found(f"Recording '{recording_id}'")
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip(), expected):
+    if scheme.lower() != "bearer" or not secrets.compare_digest(token.strip().encode(), expected.encode()):
         raise GraphErrorResponse(401, "InvalidAuthenticationToken", "The recordingAccessToken is missing or wrong.")
     return Response(recording_wav(), media_type="application/octet-stream")

@@ -162,7 +162,7 @@ async def token(tenant: str, request: Request, state: StateDep) -> Response:
             return entra_error(401, "invalid_client", 700027, f"Client assertion failed signature validation. {exc}")
         certificate_auth = True
     elif secret is not None:
-        if app.client_secret is None or not hmac.compare_digest(str(secret), app.client_secret):
+        if app.client_secret is None or not hmac.compare_digest(str(secret).encode(), app.client_secret.encode()):
             return entra_error(
                 401,
                 "invalid_client",

@@ -27,7 +27,7 @@ import httpx
 
 from mediabot.logs import log_context
 from mediabot.media.blob import MediaConfigBlob, app_hosted_media_config
-from mediabot.media.ice import allow_loopback_candidates
+from mediabot.media.ice import allow_loopback_candidates, guard_datagrams
 from mediabot.media.pipeline import StreamPipeline
 from mediabot.media.prompt import Prompt, PromptError, load_prompt
 from mediabot.media.recorder import RecorderIO
@@ -83,9 +83,11 @@ class MediaEngine:
         return tuple(self._repaired)
 
     async def start(self) -> None:
-        """Start the recorder thread; allow loopback ICE candidates if the settings ask for it."""
+        """Start the recorder thread; guard aioice against killer datagrams; allow loopback ICE candidates if the
+        settings ask for it (see :mod:`mediabot.media.ice`)."""
         if self._started:
             return
+        guard_datagrams()
         if self.options.ice_loopback:
             allow_loopback_candidates()
         self._io.start()

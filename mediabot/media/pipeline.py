@@ -8,9 +8,17 @@ A source's frames arrive decoded (Opus: 48 kHz stereo; PCMU: 8 kHz mono) with th
    a stream is not held back, and keeps refining over the stream's first second: a provisional anchor on a
    jittery stream is late (measured: 6-20 ms behind a clean one with 40 ms of jitter over 10 frames, 1-2 ms over
    50), and when a less-delayed frame shows by how much, that many samples of the upcoming output are dropped, once,
-   so the rest of the stream sits exactly where it belongs (``stats.realigned_samples``);
+   so the rest of the stream sits exactly where it belongs (``stats.realigned_samples``). One wild timestamp cannot
+   drag the anchor: the provisional one is the least-delayed of the first frames that agree with their median
+   (within :data:`ANCHOR_SPREAD_S`), and a refinement needs two frames that show the lesser delay;
 2. from then on places every frame by its RTP timestamp alone (unwrapped, integer arithmetic): loss and gaps become
-   silence, and the position never drifts from the sender's clock, however long the call;
+   silence, and the position never drifts from the sender's clock, however long the call. A frame whose timestamp
+   is more than :data:`MAX_SKEW_S` from where its arrival says it belongs (either way) is a discontinuity: the sender
+   restarted its clock, or one packet carries a wild timestamp. The stream is re-anchored at that frame's arrival,
+   as a jitter buffer does on a timestamp jump, instead of being padded with silence up to the timestamp (one packet
+   could otherwise stretch the call by up to 2^31 samples) or dropping everything behind it as late
+   (``stats.discontinuities``). A sender that really pauses sends later timestamps and arrives later: no skew. A jump
+   within the bound is placed by its timestamp as before: it costs at most that much audio, and stretches nothing;
 3. resamples once to 16 kHz mono: 48 kHz (Opus) through the audio kernels' :class:`~mediabot.audio.kernels.Decimator`
    (a polyphase FIR that downmixes as it filters, ≥ 80 dB alias rejection, native when built), any other rate
    through a downmix and soxr's streaming resampler; filter state is kept across frames and the filter's delay is
@@ -26,6 +34,7 @@ The hot path (:meth:`StreamPipeline.push`) reuses preallocated buffers; sinks ge
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -47,6 +56,10 @@ SETTLE_FRAMES = 5  # the provisional anchor: 100 ms
 REFINE_FRAMES = 50  # the anchor is refined over the stream's first second
 MIN_REALIGN_SAMPLES = SAMPLE_RATE // 500  # 2 ms: finer corrections are not worth a discontinuity
 MAX_FILLED_GAP_S = 1.0
+# How far a frame's timestamp may place it from where its arrival says (network delay, clock drift: 0.36 s an hour
+# at 100 ppm) before it is a discontinuity. Stalls longer than this are re-anchored too, which drops what overlaps.
+MAX_SKEW_S = 2.0
+ANCHOR_SPREAD_S = 0.25  # the provisional anchor's frames that agree (a jitter buffer's burst: 80 ms)
 DECIMATED_RATE = 48_000  # the rate the Decimator takes (Opus); others go through soxr
 _U32 = 1 << 32
 
@@ -155,7 +168,8 @@ class FrameSink(Protocol):
 
 @dataclass
 class PipelineStats:
-    """What a source delivered: frames in and out, silence inserted for loss and gaps, frames dropped as late."""
+    """What a source delivered: frames in and out, silence inserted for loss and gaps, frames dropped as late,
+    samples dropped to move onto a refined anchor, where it started, and timestamp discontinuities re-anchored."""
 
     frames_in: int = 0
     frames_out: int = 0
@@ -163,6 +177,7 @@ class PipelineStats:
     late_frames: int = 0
     realigned_samples: int = 0
     first_position: int | None = None
+    discontinuities: int = 0
 
 
 class StreamPipeline:
@@ -188,6 +203,8 @@ class StreamPipeline:
         self._settle: list[tuple[int | None, float, Int16Array]] = []
         self._start = 0.0  # the anchor: the least-delayed ``arrival - media time`` seen (monotonic seconds)
         self._refining = 0  # frames left in which a less-delayed frame still moves the anchor
+        self._least = math.inf  # the two least-delayed estimates seen while refining: a refinement needs both
+        self._second = math.inf
         self._drop = 0  # output samples still to drop to move onto a refined anchor
         self._packet = 0  # the last frame's length in output samples (20 ms: 320)
         self._closed = False
@@ -230,13 +247,9 @@ class StreamPipeline:
             if len(self._settle) >= SETTLE_FRAMES:
                 self._anchor()
             return
-        at = self._unwrap(pts) if pts is not None else self._in_next
-        if self._refining:
-            self._refining -= 1
-            self._refine(arrival - at / self._rate)
         self.pushing_arrival = arrival
         try:
-            self._place_at(at, samples)
+            self._take(pts, arrival, samples)
         finally:
             self.pushing_arrival = None
 
@@ -276,29 +289,58 @@ class StreamPipeline:
         self._rtp_ext += delta
         return self._rtp_ext
 
+    def _take(self, pts: int | None, arrival: float, samples: Int16Array) -> None:
+        """Place one frame of an anchored stream: by its timestamp, unless that is a discontinuity."""
+        at = self._unwrap(pts) if pts is not None else self._in_next
+        estimate = arrival - at / self._rate  # when the stream started, by this frame
+        if abs(estimate - self._start) > MAX_SKEW_S:
+            self._reanchor(arrival)
+            at = 0
+        elif self._refining:
+            self._refining -= 1
+            if estimate < self._least:
+                self._second, self._least = self._least, estimate
+            elif estimate < self._second:
+                self._second = estimate
+            self._refine(self._second)
+        self._place_at(at, samples)
+
     def _anchor(self) -> None:
         frames, self._settle = self._settle, []
         first_pts = next((p for p, _, _ in frames if p is not None), None)
-        self._rtp_last = first_pts if first_pts is not None else 0
-        self._rtp_ext = 0
-        # Media time (input samples since the first frame) of each settling frame, then the least-delayed estimate.
+        # The stream's start by each settling frame (arrival - media time), then the least-delayed estimate among
+        # those that agree with their median: one wild timestamp among them does not place the stream. Media time is
+        # taken from the first timestamp, not the previous one, so that a wild one does not move the frames after it.
         media: list[int] = []
+        estimates: list[float] = []
         expected = 0
-        for pts, _, samples in frames:
-            at = self._unwrap(pts) if pts is not None else expected
+        for pts, arrival, samples in frames:
+            at = expected
+            if pts is not None and first_pts is not None:
+                at = (pts - first_pts + _U32 // 2) % _U32 - _U32 // 2
             media.append(at)
+            estimates.append(arrival - at / self._rate)
             expected = at + samples.size // self._channels
-        start = min(arrival - at / self._rate for (_, arrival, _), at in zip(frames, media, strict=True))
-        self._start = start
-        self._refining = max(REFINE_FRAMES - len(frames), 0)
+        middle = sorted(estimates)[len(estimates) // 2]
+        inliers = [k for k, e in enumerate(estimates) if abs(e - middle) <= ANCHOR_SPREAD_S]
+        # The stream starts at its first agreeing frame; wild ones before it are dropped (counted as late).
+        first = inliers[0]
+        self.stats.late_frames += first
+        origin = media[first]
+        start = min(estimates[k] for k in inliers) + origin / self._rate
+        self._start = self._least = start
+        self._second = math.inf
+        self._refining = REFINE_FRAMES  # the settling frames count (they pass through _take below)
         self._base = self.clock.position_of(start)
         assert self._resampler is not None
         self._out_pos = self._base - self._resampler.delay  # the filter's output lags its input by its delay
         self._in_next = 0
         self._anchored = True
         self.stats.first_position = self._base
-        for (_, _, samples), at in zip(frames, media, strict=True):
-            self._place_at(at, samples)
+        self._rtp_last = (first_pts + origin) % _U32 if first_pts is not None else 0
+        self._rtp_ext = 0
+        for pts, arrival, samples in frames[first:]:
+            self._take(pts, arrival, samples)
 
     def _refine(self, estimate: float) -> None:
         """A frame arrived less delayed than the anchor says: move the anchor earlier, dropping the difference."""
@@ -309,6 +351,25 @@ class StreamPipeline:
         self._base -= shift
         self._drop += shift
         self.stats.realigned_samples += shift
+
+    def _reanchor(self, arrival: float) -> None:
+        """A timestamp discontinuity: the frame being taken (media time 0 from now on) belongs at its arrival."""
+        self.stats.discontinuities += 1
+        if self.stats.discontinuities == 1:  # the first only: a hostile sender can make one of every packet
+            logger.info("RTP timestamp discontinuity: the source is re-anchored at its arrival")
+        assert self._resampler is not None
+        self._emit(self._resampler.last())
+        self._resampler = _resampler(self._rate, self._channels)
+        self._rtp_ext = 0
+        self._in_next = 0
+        self._start = self._least = arrival
+        self._second = math.inf
+        self._refining = REFINE_FRAMES
+        self._base = self.clock.position_of(arrival)
+        target = self._base - self._resampler.delay
+        # Output already past it (the old anchor ran ahead): drop the overlap; behind: silence up to it.
+        self._drop = max(self.position - target, 0)
+        self._skip_to(target)
 
     def _place_at(self, at: int, samples: Int16Array) -> None:
         count = samples.size // self._channels

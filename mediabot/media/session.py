@@ -73,6 +73,7 @@ _warned_stock_receive = False
 MAIN_SOURCE = "main"
 TICK_S = 0.25
 RECORDER_HOLD_S = 3.0
+READER_END_S = 2.0  # a closed receiver's last frames are queued already: its reader ends within a few loop turns
 RTP_POLL_TICKS = 4  # RTP receive counters are refreshed every second
 # A segment whose voiced part is mostly DTMF (tones ± the gap between digits) is a keypad, not speech.
 TONE_GAP = SAMPLE_RATE // 10
@@ -587,10 +588,11 @@ class MediaSession:
             self._lost_reason = reason
         with contextlib.suppress(Exception):  # the counters are a report; a broken transport must not stop the close
             await connection.poll_rtp(self.clock.now())
+        # aiortc starts the receiver (whose stop ends the track, so the reader returns) only once DTLS connected.
+        started = connection.transceiver.receiver.transport.state not in ("new", "connecting")
         await connection.pc.close()
         if connection.task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection.task
+            await self._end_reader(connection, connection.task, READER_END_S if started else 0.0)
         if connection.inline is not None:
             connection.inline.close()
         connection.pipeline.close()
@@ -603,6 +605,20 @@ class MediaSession:
             self.on_empty(self)
         self.event("source_disconnected", source_id=connection.source_id, reason=str(reason), **_stats(connection))
         return True
+
+    async def _end_reader(self, connection: SourceConnection, task: asyncio.Task[None], wait_s: float) -> None:
+        """Let the reader take the frames the closed receiver still queued, for at most ``wait_s``; then cancel it.
+
+        A receiver that never started (the publisher never completed ICE or DTLS) never ends its track, so the reader
+        would wait forever, and with it the WHIP DELETE, the call's end and the engine's stop.
+        """
+        if wait_s > 0:
+            await asyncio.wait({task}, timeout=wait_s)
+        if not task.done():
+            logger.info("media %s: source %s: its track never ended; reader stopped", self.key, connection.source_id)
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _read(self, connection: SourceConnection) -> None:
         track = connection.transceiver.receiver.track
@@ -799,6 +815,9 @@ class MediaSession:
             recorder.append_jsonl(paths.events, {"t": t, **record})
 
     def _write_metadata(self, *, final: bool, summary: dict[str, Any] | None = None) -> None:
+        self._io.submit(write_json_atomic, self._paths().call_json, self._metadata(final=final, summary=summary))
+
+    def _metadata(self, *, final: bool, summary: dict[str, Any] | None = None) -> dict[str, Any]:
         participants = {entry.participant_id: entry for entry in self._roster.values()} | self._present
         data: dict[str, Any] = {
             "call_id": self.call_id,
@@ -825,7 +844,7 @@ class MediaSession:
             data["recording"] = summary
         if self.errors:
             data["errors"] = list(self.errors)
-        self._io.submit(write_json_atomic, self._paths().call_json, data)
+        return data
 
     async def _ticker(self) -> None:
         ticks = 0
@@ -901,8 +920,12 @@ class MediaSession:
                 self._flush_events()
             recording = await self._recording().close(end)
             summary["files"] = recording.to_json()
-            self._write_metadata(final=True, summary=summary)
-            await self._io.run(lambda: None)
+            try:  # awaited, so that a full disk here is reported like any other recording error
+                await self._io.run(
+                    write_json_atomic, self._paths().call_json, self._metadata(final=True, summary=summary)
+                )
+            except OSError as exc:
+                self._report_error(f"call.json could not be written: {exc.strerror or exc}")
         self._summary = summary
         return summary
 
@@ -916,6 +939,7 @@ def _stats(connection: SourceConnection) -> dict[str, Any]:
         "realigned_samples": stats.realigned_samples,
         "gap_s": round(stats.gap_samples / SAMPLE_RATE, 3),
         "late_frames": stats.late_frames,
+        "discontinuities": stats.discontinuities,
     }
     if connection.inline is not None:
         received = connection.inline.stats

@@ -53,7 +53,7 @@ from av import AudioFrame, Packet
 
 from mediabot._errors import MediaError
 from mediabot.media.blob import MediaConfigBlob
-from mediabot.media.ice import allow_loopback_candidates
+from mediabot.media.ice import allow_loopback_candidates, guard_datagrams
 
 from ._scenario import PACKET_S, PACKET_SAMPLES, SCENARIO_RATE, TIME_BASE, PreparedParticipant, PreparedScenario
 
@@ -271,6 +271,7 @@ class MediaRelay:
     ) -> None:
         if allow_loopback:
             allow_loopback_candidates()
+        guard_datagrams()  # the relay's peers are as exposed to stray datagrams as the bot's
         if isinstance(verify, str):
             verify = (
                 ssl.create_default_context(capath=verify)

@@ -161,6 +161,10 @@ async def test_a_full_disk_is_reported_the_call_goes_on_and_the_next_call_record
     messages = [message for call_id, message in heard.errors if call_id == "call-full"]
     assert messages and all("No space left on device" in m for m in messages), messages
     assert any(".wav" in m for m in messages)
+    # The last word, call.json: either it fitted, or its failure is reported like the rest (not only a traceback).
+    call_json = small_disk / "call-full" / "call.json"
+    finished = call_json.is_file() and json.loads(call_json.read_text()).get("complete") is True
+    assert finished or any("call.json could not be written" in m for m in messages), messages
     logged = [r for r in caplog.records if r.levelno == logging.ERROR and "No space left on device" in r.getMessage()]
     assert logged and all("call-full" in r.getMessage() for r in logged)
     assert session.errors == messages[: len(session.errors)] and session.errors

@@ -8,7 +8,14 @@ import pytest
 
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
 from mediabot.audio.kernels import Decimator
-from mediabot.media.pipeline import REFINE_FRAMES, SETTLE_FRAMES, TIMELINE_LEAD, StreamPipeline, TimelineClock
+from mediabot.media.pipeline import (
+    MAX_SKEW_S,
+    REFINE_FRAMES,
+    SETTLE_FRAMES,
+    TIMELINE_LEAD,
+    StreamPipeline,
+    TimelineClock,
+)
 
 RATE = 48_000
 FRAME_IN = RATE // 50
@@ -223,3 +230,91 @@ def test_pcmu_rate_and_late_duplicates() -> None:
     assert pipeline.stats.late_frames == 1
     assert pipeline.stats.first_position == LEAD  # soxr aligns its output itself: frames start at the anchor
     assert pipeline.position == SAMPLE_RATE + LEAD
+
+
+def push_frames(pipeline: StreamPipeline, signal: npt.NDArray[np.int16], pts: list[int], start: float = 0.0) -> None:
+    """Push a mono 48 kHz signal as 20 ms frames arriving in real time from ``start``, with the given timestamps."""
+    for k, stamp in enumerate(pts):
+        pipeline.push(stamp % (1 << 32), RATE, 1, signal[k * FRAME_IN : (k + 1) * FRAME_IN], start + k * 0.02)
+
+
+@pytest.mark.parametrize("jump", [120 * RATE, (1 << 31) - 1, -(1 << 31), -120 * RATE])
+@pytest.mark.parametrize("at_frame", [0, 2, SETTLE_FRAMES + 10, REFINE_FRAMES + 10])
+def test_one_wild_timestamp_neither_stretches_nor_shifts_the_stream(jump: int, at_frame: int) -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(3.0)
+    pts = [7 + k * FRAME_IN for k in range(150)]
+    pts[at_frame] += jump  # one packet (in the settling frames, the refining second, or later)
+    push_frames(pipeline, signal, pts)
+    pipeline.close()
+    stats = pipeline.stats
+    # The stream starts where its first frame arrived (a wild first frame is dropped: where the second did)...
+    assert stats.first_position == LEAD and stats.realigned_samples == 0
+    first = 0.02 if at_frame == 0 else 0.0
+    assert clock.origin == pytest.approx(first - LEAD / SAMPLE_RATE)
+    # ... and is not stretched: it ends where 3 s of real time end (the wild frame and its return are re-anchored).
+    end = LEAD + round((3.0 - first) * SAMPLE_RATE)
+    assert end <= pipeline.position < end + 2 * FRAME_SAMPLES
+    assert stats.frames_out == pipeline.position // FRAME_SAMPLES
+    assert (stats.discontinuities, stats.late_frames) == ((0, 1) if at_frame == 0 else (2, 0))
+    # Nothing after it is lost: the audio around it (but for the filter restarts at the two re-anchors) is in place.
+    skipped = FRAME_SAMPLES if at_frame == 0 else 0  # the signal's samples before the timeline's first
+    out = sink.signal(3 * SAMPLE_RATE + LEAD - skipped)[LEAD:]
+    expected = expected_16k(signal)[skipped:]
+    idx = np.arange(skipped, 3 * SAMPLE_RATE)
+    keep = (idx < at_frame * FRAME_SAMPLES - 100) | (idx > (at_frame + 2) * FRAME_SAMPLES + 100)
+    keep[-400:] = False  # the last frame's filter edge
+    assert correlation(out[keep], expected[keep]) > 0.999
+
+
+def test_a_sender_that_restarts_its_timestamps_is_followed_at_its_arrival() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    signal = tone(2.0)
+    # A new timestamp base after 1 s (a restarted sender): far behind the old one, so not "late", not a 2^32 gap.
+    pts = [3_000_000_000 + k * FRAME_IN for k in range(50)] + [1000 + k * FRAME_IN for k in range(50)]
+    push_frames(pipeline, signal, pts)
+    pipeline.close()
+    assert pipeline.stats.discontinuities == 1 and pipeline.stats.late_frames == 0
+    assert LEAD + 2 * SAMPLE_RATE <= pipeline.position < LEAD + 2 * SAMPLE_RATE + 2 * FRAME_SAMPLES
+    out = sink.signal(2 * SAMPLE_RATE + LEAD)[LEAD:]
+    expected = expected_16k(signal)
+    # The second half sits at its arrival (1 s), after the old filter's tail and the new one's warm-up.
+    tail = slice(SAMPLE_RATE + 200, 2 * SAMPLE_RATE - 400)
+    assert correlation(out[tail], expected[tail]) > 0.999
+
+
+def test_a_long_pause_that_arrives_late_is_a_gap_not_a_discontinuity() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    sink = Collector()
+    pipeline = StreamPipeline(clock, [sink])
+    frame = tone(0.02)
+    pause = 10 * MAX_SKEW_S  # the sender stops sending: its next timestamps and their arrival are both later
+    for k in range(100):
+        later = pause if k >= 60 else 0.0
+        # A slow path after the pause too (just under the bound): still placed by its timestamp.
+        delay = MAX_SKEW_S * 0.9 if k >= 80 else 0.0
+        pipeline.push(5 + k * FRAME_IN + int(later * RATE), RATE, 1, frame, k * 0.02 + later + delay)
+    pipeline.close()
+    assert pipeline.stats.discontinuities == 0
+    assert pipeline.stats.gap_samples == int(pause * SAMPLE_RATE)
+    end = LEAD + int((2 + pause) * SAMPLE_RATE)
+    assert end <= pipeline.position < end + 2 * FRAME_SAMPLES
+
+
+def test_one_early_outlier_does_not_drag_the_anchor_but_two_frames_refine_it() -> None:
+    clock = TimelineClock(lambda: 0.0)
+    pipeline = StreamPipeline(clock, [Collector()])
+    frame = tone(0.02)
+    # Within the skew bound, 0.5 s earlier than every other frame says: a refinement would drop 0.5 s of audio.
+    for k in range(30):
+        ahead = 0.5 if k == 20 else 0.0
+        pipeline.push(k * FRAME_IN + int(ahead * RATE), RATE, 1, frame, 0.03 + k * 0.02)
+    assert pipeline.stats.realigned_samples == 0 and pipeline.stats.discontinuities == 0
+    # Two frames that did arrive 10 ms less delayed than the first ones: the anchor moves by exactly that.
+    for k in (30, 31):
+        pipeline.push(k * FRAME_IN, RATE, 1, frame, 0.02 + k * 0.02)
+    assert pipeline.stats.realigned_samples == SAMPLE_RATE // 100

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +53,7 @@ from mediabot.graph.models import (
 )
 
 __all__ = [
+    "GRAPH_ID_PATTERN",
     "CallTerminated",
     "CallUpdated",
     "ChangeNotification",
@@ -63,6 +65,7 @@ __all__ = [
     "RosterUpdated",
     "ToneReceived",
     "UnknownNotification",
+    "is_graph_id",
     "normalize_resource_path",
     "parse_change_notification_collection",
     "parse_change_notifications",
@@ -72,6 +75,18 @@ __all__ = [
 _CALLS_PREFIX = ("communications", "calls")
 _LEGACY_CALLS_PREFIX = ("app", "calls")
 _VERSION_SEGMENTS = frozenset({"v1.0", "beta"})
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+# An id that goes into a Graph URL path as one segment: no separator, query, fragment, escape, space or control
+# character, and not only dots ("." and ".." would move the URL to another resource: httpx normalises them away).
+# Spelled out rather than with \s, which means other characters to ECMAScript, Python and Rust regexes.
+_NOT_IN_ID = r"/?#%\\\x00-\x20\x7f-\x9f"
+GRAPH_ID_PATTERN = rf"^[^{_NOT_IN_ID}]*[^.{_NOT_IN_ID}][^{_NOT_IN_ID}]*$"
+_GRAPH_ID = re.compile(GRAPH_ID_PATTERN)
+
+
+def is_graph_id(value: str) -> bool:
+    """Whether ``value`` can be one path segment of a Graph URL as it is (see :data:`GRAPH_ID_PATTERN`)."""
+    return _GRAPH_ID.fullmatch(value) is not None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -183,9 +198,21 @@ def _load(payload: object) -> Any:
     if not isinstance(payload, str):
         raise NotificationError(f"notification body must be bytes, str or a mapping, not {type(payload).__name__}")
     try:
-        return json.loads(payload)
+        value = json.loads(payload)
     except (ValueError, RecursionError) as exc:
         raise NotificationError(f"notification body is not valid JSON: {exc}") from exc
+    if _SURROGATE_ESCAPE.search(payload) is not None and not _is_unicode(value):
+        # json.loads makes an unpaired surrogate escape a str that no UTF-8 encoder (httpx, logs, files) takes.
+        raise NotificationError("notification body has an unpaired UTF-16 surrogate escape")
+    return value
+
+
+def _is_unicode(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (UnicodeEncodeError, RecursionError):
+        return False
+    return True
 
 
 def _body(payload: object) -> dict[str, Any]:
@@ -230,6 +257,9 @@ def _comms_event(index: int, item: Any) -> CommsEvent:
     segments = resource_url.strip("/").split("/")
     in_call = len(segments) >= 3 and tuple(segment.lower() for segment in segments[:2]) == _CALLS_PREFIX
     call_id = segments[2] if in_call else ""
+    if in_call and not all(is_graph_id(segment) for segment in segments[2:]):
+        # The ids of a call's resources go back into Graph URLs, and the call id names its recordings folder.
+        raise NotificationError(f"notification value[{index}] has a malformed id in {resource_url!r}")
     below = [segment.lower() for segment in segments[3:]] if in_call else []
     common: dict[str, Any] = {
         "call_id": call_id,

@@ -51,7 +51,7 @@ class WhipUnauthorized(WhipError):
 
 
 class WhipBadOffer(WhipError):
-    """The body is not a usable SDP offer (malformed, oversized, not UTF-8, no audio)."""
+    """The body is not a usable SDP offer (malformed, oversized, not UTF-8 or with a NUL, no audio)."""
 
     status = 400
 
@@ -71,19 +71,24 @@ class OfferInfo:
 
 
 def check_offer(body: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
-    """Validate an offer body: size, UTF-8, SDP syntax, an audio section with Opus or PCMU. Returns the text."""
+    """Validate an offer body: size, UTF-8 without NUL, SDP syntax, an audio section with Opus or PCMU, ICE
+    credentials and a DTLS fingerprint. Returns the text."""
     if len(body) > max_bytes:
         raise WhipBadOffer(f"the SDP offer is {len(body)} bytes; at most {max_bytes} are accepted")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise WhipBadOffer("the SDP offer is not UTF-8 text") from exc
+    if "\x00" in text:
+        # SDP's grammar has no NUL anywhere; aiortc would take one into an ICE username or a codec name.
+        raise WhipBadOffer("the SDP offer has a NUL byte")
     if not text.lstrip().startswith("v=0"):
         raise WhipBadOffer("the body is not an SDP offer (it must start with 'v=0')")
     try:
         parsed = SessionDescription.parse(text)
-    except (ValueError, IndexError, KeyError, TypeError) as exc:
-        raise WhipBadOffer(f"the SDP offer does not parse: {exc}") from exc
+    except Exception as exc:
+        # A pure parser over untrusted text: whatever it raises (aiortc validates with assert) is a malformed offer.
+        raise WhipBadOffer(f"the SDP offer does not parse: {type(exc).__name__} {exc}".rstrip()) from exc
     kinds = tuple(media.kind for media in parsed.media)
     audio = [media for media in parsed.media if media.kind == "audio"]
     if not audio:
@@ -124,8 +129,8 @@ async def answer_offer(
             audio.sender.replaceTrack(send_track)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise WhipBadOffer(f"the SDP offer was refused: {exc}") from exc
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError, AssertionError) as exc:
+            raise WhipBadOffer(f"the SDP offer was refused: {type(exc).__name__} {exc}".rstrip()) from exc
         except OperationError as exc:
             raise WhipUnsupported(f"the offer could not be answered: {exc}") from exc
         if audio.mid is None:

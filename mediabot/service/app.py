@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import ssl
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import PlainTextResponse
+from fastapi.utils import is_body_allowed_for_status_code
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mediabot import __version__
 from mediabot._errors import ConfigError
@@ -30,6 +34,7 @@ from mediabot.media.session import MediaOptions
 from mediabot.media.vad import SegmenterParams
 from mediabot.media.workers import MediaWorkers, media_worker_count
 from mediabot.metrics import CallsCollector, MediaCollector
+from mediabot.service.auth import ApiGate
 from mediabot.service.live import LiveView
 from mediabot.service.routes import calling, console, live, notifications, v1, whip
 from mediabot.service.routes import recordings as recordings_api
@@ -77,9 +82,46 @@ def media_options(settings: Settings) -> MediaOptions:
         record_ogg=settings.record_ogg,
         ice_loopback=settings.media_ice_loopback,
         inline_receive=settings.media_inline_receive,
+        media_idle_timeout=settings.media_idle_timeout,
         prompt_dir=settings.prompt_dir,
         ca_bundle=settings.ca_bundle,
     )
+
+
+async def _shutdown(*steps: tuple[str, Callable[[], Awaitable[Any]] | None]) -> None:
+    """Run each step in order, logging a failure and going on; the first failure is raised at the end."""
+    failure: BaseException | None = None
+    for name, step in steps:
+        if step is None:
+            continue
+        try:
+            await step()
+        except Exception as exc:
+            logger.exception("shutdown: stopping the %s failed", name)
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _error(status_code: int, detail: Any, headers: Mapping[str, str] | None = None) -> Response:
+    """An error response any detail renders into: ASCII JSON, so text from a request that is not valid Unicode
+    (an unpaired surrogate escape) is escaped, not a UnicodeEncodeError turned 500."""
+    if not is_body_allowed_for_status_code(status_code):
+        return Response(status_code=status_code, headers=headers)
+    body = json.dumps({"detail": detail}, ensure_ascii=True, separators=(",", ":"), default=str)
+    return Response(body, status_code=status_code, headers=headers, media_type="application/json")
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def _invalid_request(request: Request, exc: Exception) -> Response:
+    """422 naming each invalid field and why; the input is not echoed (it may be huge, deep or not Unicode)."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"type": e.get("type"), "loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()]
+    return _error(422, errors)
 
 
 def create_app(
@@ -148,23 +190,27 @@ def create_app(
         # Graph validates the webhook URL while we subscribe, so subscribing must not hold up the startup.
         subscribing = asyncio.create_task(keeper.start()) if keeper is not None else None
         logger.info("mediabot %s instance %s: callbacks at %s", __version__, settings.instance_id, config.callback_url)
-        try:
-            yield
-        finally:
+
+        async def stop_subscribing() -> None:
             if subscribing is not None and keeper is not None:
                 subscribing.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await subscribing
                 await keeper.stop()
-            await manager.stop()
-            if engine is not None:
-                await engine.stop()
-            if recordings is not None:
-                await recordings.stop()
-            await authenticator.aclose()
-            if key_client is not None:
-                await key_client.aclose()
-            await graph.aclose()
+
+        try:
+            yield
+        finally:
+            # Every step runs even if one before it fails, so a failure cannot leave sockets, threads or files open.
+            await _shutdown(
+                ("subscriptions", stop_subscribing),
+                ("calls", manager.stop),
+                ("media", engine.stop if engine is not None else None),
+                ("recordings", recordings.stop if recordings is not None else None),
+                ("callback keys", authenticator.aclose),
+                ("key client", key_client.aclose if key_client is not None else None),
+                ("graph client", graph.aclose),
+            )
 
     app = FastAPI(
         title="mediabot",
@@ -172,6 +218,20 @@ def create_app(
         description="Graph call notifications, webhooks and the operator API of a mediabot instance.",
         lifespan=lifespan,
     )
+    document = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's document, plus the schemes of the routes that check their own bearer tokens."""
+        if app.openapi_schema is None:
+            schemes = document().setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes.update({"GraphCallbackToken": calling.SECURITY_SCHEME, "WhipSessionToken": whip.SECURITY_SCHEME})
+        return app.openapi_schema or document()
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    # /v1 refuses a request without the key before FastAPI reads (and parses) its body, and caps the body's size.
+    app.add_middleware(ApiGate, api_key=settings.api_key.get_secret_value() if settings.api_key else None)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.include_router(calling.router)
     app.include_router(notifications.router)
     app.include_router(v1.router)

@@ -41,6 +41,7 @@ from mediabot.graph.notifications import (
     RosterUpdated,
     ToneReceived,
     UnknownNotification,
+    is_graph_id,
     normalize_resource_path,
     parse_change_notification_collection,
     parse_change_notifications,
@@ -590,3 +591,71 @@ def test_fuzz_change_notifications(payload: Any) -> None:
     except NotificationError:
         return
     assert all(isinstance(notification, ChangeNotification) for notification in notifications)
+
+
+# -- found by fuzzing the service (tests/service/test_fuzz.py) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\uDBFF x", "\\ud83d\\u0041"])
+def test_an_unpaired_surrogate_escape_is_a_notification_error(escape: str) -> None:
+    # json.loads turns it into a str that no UTF-8 encoder takes: it used to reach Graph URLs, logs and responses.
+    comms = '{"value": [{"changeType": "updated", "resourceUrl": "/communications/calls/' + escape + '"}]}'
+    with pytest.raises(NotificationError, match="surrogate"):
+        parse_comms_notifications(comms.encode())
+    change = '{"value": [{"subscriptionId": "s", "clientState": "' + escape + '"}]}'
+    with pytest.raises(NotificationError, match="surrogate"):
+        parse_change_notifications(change.encode())
+
+
+def test_paired_surrogate_escapes_and_escaped_backslashes_are_text() -> None:
+    body = b'{"value": [{"subscriptionId": "s", "clientState": "\\ud83d\\ude00 \\\\ud800"}]}'
+    [notification] = parse_change_notifications(body)
+    assert notification.client_state == "\U0001f600 \\ud800"
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        "/communications/calls/..",
+        "/communications/calls/.",
+        "/app/calls/abc/participants/..",
+        "/communications/calls/a%2e%2e",
+        "/communications/calls/a?b=c",
+        "/communications/calls/a#b",
+        "/communications/calls/a\\b",
+        "/communications/calls/a b",
+        "/communications/calls/a\x00",
+        "/communications/calls/abc/operations/x\x85y",
+    ],
+)
+def test_a_call_resource_with_an_id_unfit_for_a_url_is_a_notification_error(resource: str) -> None:
+    # Call and participant ids go back into Graph URLs (".." climbed out of the call) and name recordings folders.
+    with pytest.raises(NotificationError, match="malformed id"):
+        parse_comms_notifications({"value": [{"changeType": "updated", "resourceUrl": resource}]})
+
+
+@pytest.mark.parametrize(
+    ("value", "fit"),
+    [
+        ("491f0b00-ffff-4bc9-a43e-b226498ec22a", True),
+        ("adele@contoso.com", True),
+        ("o'brien", True),
+        ("a..b", True),
+        ("é", True),
+        ("", False),
+        (".", False),
+        ("..", False),
+        ("...", False),
+        ("a/b", False),
+        ("a?b", False),
+        ("a#b", False),
+        ("a%2e", False),
+        ("a\\b", False),
+        ("a b", False),
+        ("a\x1f", False),
+        ("a\x7f", False),
+        ("a\x85", False),
+    ],
+)
+def test_which_ids_fit_in_a_graph_url_path(value: str, fit: bool) -> None:
+    assert is_graph_id(value) is fit

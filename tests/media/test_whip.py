@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
-from mediabot.media.whip import answer_offer
+from mediabot.media.whip import WhipBadOffer, answer_offer, check_offer
 
 
 async def offer(codecs: list[str] | None = None) -> tuple[RTCPeerConnection, str]:
@@ -42,3 +43,40 @@ async def test_without_opus_the_answer_is_pcmu_not_another_codec_listed_first() 
     finally:
         await pc.close()
         await publisher.close()
+
+
+# -- found by fuzzing the service (tests/service/test_fuzz.py) --------------------------------------------------------
+
+
+def _replace(sdp: str, prefix: str, line: str) -> bytes:
+    return "".join(line + "\r\n" if old.startswith(prefix) else old for old in sdp.splitlines(keepends=True)).encode()
+
+
+@pytest.mark.parametrize(
+    ("prefix", "line"),
+    [
+        # aiortc checks these with assert: the AssertionError was a 500.
+        ("a=candidate:", "a=candidate:1 1 udp 2130706431 192.0.2.1"),
+        ("m=audio", "m=audio 9 UDP/TLS/RTP/SAVPF 300"),
+        ("m=audio", "m=audio 9 UDP/TL"),
+        ("m=audio", "m=audio  9  UDP/TLS/RTP/SAVPF  96"),
+        ("c=", "c=IN IP4 "),
+        ("c=", "c=IN  IP4  192.0.2.2"),
+        ("a=rtcp:", "a=rtcp:9 IN"),
+    ],
+)
+async def test_sdp_aiortc_asserts_on_is_a_bad_offer_not_a_crash(prefix: str, line: str) -> None:
+    publisher, sdp = await offer()
+    await publisher.close()
+    with pytest.raises(WhipBadOffer, match="does not parse"):
+        check_offer(_replace(sdp, prefix, line), 65_536)
+
+
+async def test_an_offer_with_a_nul_byte_is_refused() -> None:
+    # aiortc took "\x00XPnM" as the ICE username fragment and answered.
+    publisher, sdp = await offer()
+    await publisher.close()
+    with pytest.raises(WhipBadOffer, match="NUL"):
+        check_offer(sdp.replace("a=ice-ufrag:", "a=ice-ufrag:\x00").encode(), 65_536)
+    text, info = check_offer(sdp.encode(), 65_536)
+    assert text == sdp and "audio/opus" in info.audio_codecs

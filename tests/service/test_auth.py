@@ -12,10 +12,20 @@ import ast
 import functools
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
-from mediabot.service.auth import CONSOLE_SESSION_S, console_cookie, is_console_session, key_matches
+import httpx
+
+from mediabot.service.auth import (
+    CONSOLE_COOKIE,
+    CONSOLE_SESSION_S,
+    ApiGate,
+    console_cookie,
+    is_console_session,
+    key_matches,
+)
 
 
 def test_a_cookie_is_valid_for_its_key_until_it_expires() -> None:
@@ -75,6 +85,8 @@ NOT_SECRETS = {
     ("sandbox/routes/subscriptions.py", "response.text != token"): "the emulator checks that a webhook echoed the "
     "validationToken it was just given (a public nonce, not a secret)",
 }
+
+
 def _words(name: str) -> list[str]:
     return [part for part in re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower().split("_") if part]
 
@@ -191,3 +203,34 @@ def test_the_constant_time_checks_answer_false_on_non_ascii_input() -> None:
     cookie = console_cookie("key-1", now=1000.0)
     assert not is_console_session(cookie + "\u00e9", "key-1", now=1000.0)
     assert not is_console_session(cookie, "k\u00e9y", now=1000.0)
+
+
+async def _echo_length(scope: Any, receive: Any, send: Any) -> None:
+    """An ASGI app that reads the whole body and answers its length."""
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": str(size).encode()})
+
+
+async def test_the_api_gate_refuses_before_the_body_and_counts_a_chunked_one() -> None:
+    gate = ApiGate(_echo_length, api_key="key-1", limit=1000)
+    transport = httpx.ASGITransport(app=gate)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bot") as client:
+
+        async def chunks(count: int) -> AsyncIterator[bytes]:
+            for _ in range(count):
+                yield b"x" * 100
+
+        assert (await client.post("/v1/calls", content=b"{}")).status_code == 401
+        cookie = {"Cookie": f"{CONSOLE_COOKIE}={console_cookie('key-1')}"}
+        assert (await client.post("/v1/calls", content=b"{}", headers=cookie)).text == "2"
+        bearer = {"Authorization": "Bearer key-1"}
+        assert (await client.post("/v1/calls", content=b"x" * 1001, headers=bearer)).status_code == 413
+        assert (await client.post("/v1/calls", content=chunks(11), headers=bearer)).status_code == 413
+        assert (await client.post("/v1/calls", content=chunks(10), headers=bearer)).text == "1000"
+        assert (await client.post("/api/calling", content=b"x" * 5000)).text == "5000"  # not the gate's business

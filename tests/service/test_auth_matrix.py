@@ -577,13 +577,14 @@ def test_the_console_login_refuses_a_wrong_key_and_sets_no_cookie(matrix: Servic
     assert "set-cookie" not in response.headers
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FastAPI reads and parses a route's JSON body before its dependencies run, so /v1 answers an "
-    "unauthenticated malformed body with 422 (having buffered all of it) instead of 401: the app needs a body "
-    "limit or a pre-routing key check (see the issue 8 report)",
-)
 def test_an_unauthenticated_body_is_refused_before_it_is_parsed(matrix: ServiceServer) -> None:
     with httpx.Client(base_url=matrix.base_url, verify=matrix.ssl_context, trust_env=False) as bare:
         response = bare.post("/v1/calls", content=b'{"user_ids": [', headers={"Content-Type": "application/json"})
-    assert response.status_code == 401
+        assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+        # A body larger than any /v1 request is refused from its declared length, key or not, before it is read.
+        huge = bare.post(
+            "/v1/calls",
+            content=b"[" * (2 * 1024 * 1024),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {API_KEY}"},
+        )
+        assert huge.status_code == 413

@@ -223,3 +223,22 @@ def test_the_script_talks_only_to_this_origin_and_never_parses_html(service: Ser
     ):
         assert not re.search(sink, script), f"{sink}: what the API returns must never be parsed as HTML or code"
     assert not re.search(r"setAttribute\(\s*[\"']style", script), "CSP blocks style attributes; use el.style"
+
+
+# -- found by fuzzing (tests/service/test_fuzz.py) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 2000 + b"]" * 2000,  # json.loads raised RecursionError: a 500
+        b'{"api_key": "\\ud800"}',  # the key check could not encode it: a 500
+        b'{"api_key": "' + API_KEY.encode() + b'", "next": "/\\udc00"}',  # the JSON answer could not encode it
+        b'{"api_key": ["' + API_KEY.encode() + b'"]}',
+    ],
+    ids=["deep", "surrogate-key", "surrogate-next", "key-not-text"],
+)
+def test_a_login_body_that_is_not_a_json_object_of_text_is_refused(service: ServiceServer, body: bytes) -> None:
+    response = _post(service, "/console/login", content=body, headers={"content-type": "application/json"})
+    assert response.status_code in (400, 401)
+    assert "set-cookie" not in response.headers

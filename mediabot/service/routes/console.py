@@ -7,7 +7,6 @@ the console session cookie (see :mod:`mediabot.service.auth`), ``POST /console/l
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -15,6 +14,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
+from mediabot.service._body import parse_json, read_limited
 from mediabot.service.auth import CONSOLE_COOKIE, CONSOLE_SESSION_S, console_cookie, key_matches
 from mediabot.service.deps import SettingsDep
 
@@ -22,6 +22,7 @@ __all__ = ["CONSOLE_DIR", "router"]
 
 CONSOLE_DIR = Path(__file__).resolve().parent.parent / "console"
 MAX_LOGIN_BODY = 4096
+_LOGIN_FORMAT = 'send the API key as JSON {"api_key": ...} or as a form field'
 CONTENT_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css"}
 # The pages load only their own scripts and styles; media and API calls go to this origin (WHIP too).
 SECURITY_HEADERS = {
@@ -77,23 +78,22 @@ def _next_path(value: Any) -> str:
 @router.post("/console/login", include_in_schema=False)
 async def login(request: Request, settings: SettingsDep) -> Response:
     """Check the API key (JSON ``{"api_key", "next"}`` or a form) and set the console cookie."""
-    body = await request.body()
-    if len(body) > MAX_LOGIN_BODY:
-        raise HTTPException(413, "the login request is too large")
+    body = await read_limited(request, MAX_LOGIN_BODY)
     form = request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
     try:
         if form:
-            data: dict[str, Any] = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+            data: Any = {k: v[0] for k, v in parse_qs(body.decode()).items()}
         else:
-            data = json.loads(body or b"{}")
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise HTTPException(400, 'send the API key as JSON {"api_key": ...} or as a form field') from exc
+            data = parse_json(body) if body else {}
+    except (UnicodeDecodeError, HTTPException) as exc:
+        raise HTTPException(400, _LOGIN_FORMAT) from exc
     if not isinstance(data, dict):
-        raise HTTPException(400, 'send the API key as JSON {"api_key": ...} or as a form field')
+        raise HTTPException(400, _LOGIN_FORMAT)
     expected = settings.api_key.get_secret_value() if settings.api_key else None
     if expected is None:
         raise HTTPException(409, "this instance has no API key (MEDIABOT_API_KEY), so the console is off")
-    if not key_matches(str(data.get("api_key") or ""), expected):
+    given = data.get("api_key")
+    if not key_matches(given if isinstance(given, str) else None, expected):
         if form:
             return RedirectResponse("/console/login?failed=1", status_code=303)
         raise HTTPException(401, "that is not this instance's API key")

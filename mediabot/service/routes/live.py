@@ -21,9 +21,28 @@ from mediabot.service.live import LiveView
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["live"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1",
+    tags=["live"],
+    dependencies=[Depends(require_api_key)],
+    responses={
+        401: {"description": "No valid API key (or console session)."},
+        403: {"description": "A console-cookie request that changes state came from another origin."},
+    },
+)
+NO_MEDIA: dict[int | str, dict[str, Any]] = {409: {"description": "This instance hosts no media (not app-hosted)."}}
+NO_SESSION: dict[int | str, dict[str, Any]] = {**NO_MEDIA, 404: {"description": "No such open media session."}}
 
 EVENT_INTERVAL_S = 0.5
+# One event of the stream (OpenAPI 3.1 describes each event with the schema), its data the /v1/live snapshot.
+SSE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def _live(request: Request) -> LiveView:
@@ -40,7 +59,16 @@ async def live(view: LiveDep) -> dict[str, Any]:
     return view.snapshot()
 
 
-@router.get("/live/events")
+@router.get(
+    "/live/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "Server-sent events: a ``retry`` hint, then one ``data:`` snapshot (JSON) per interval.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        }
+    },
+)
 async def live_events(
     request: Request,
     view: LiveDep,
@@ -66,7 +94,7 @@ def _engine(media: MediaDep) -> MediaPlane[Any]:
     return media
 
 
-@router.post("/sessions", status_code=201)
+@router.post("/sessions", status_code=201, responses=NO_MEDIA)
 async def open_session(media: MediaDep) -> dict[str, Any]:
     """Open a standalone recorded media session; publish audio to ``whip_url`` with ``token`` as the bearer."""
     engine = _engine(media)
@@ -75,7 +103,7 @@ async def open_session(media: MediaDep) -> dict[str, Any]:
     return {"session_id": session.id, "whip_url": blob.endpoint, "token": session.token, "folder": session.key}
 
 
-@router.get("/sessions/{session_id}")
+@router.get("/sessions/{session_id}", responses=NO_SESSION)
 async def get_session(session_id: str, media: MediaDep, view: LiveDep) -> dict[str, Any]:
     """One open media session, as in ``/v1/live``."""
     session = _engine(media).session(session_id)
@@ -84,7 +112,10 @@ async def get_session(session_id: str, media: MediaDep, view: LiveDep) -> dict[s
     return {**session.live(), "transcript": view.transcript(session.key)}
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete(
+    "/sessions/{session_id}",
+    responses={**NO_SESSION, 409: {"description": "No media here, or the session belongs to a call (hang up)."}},
+)
 async def close_session(session_id: str, media: MediaDep) -> dict[str, Any]:
     """End a standalone session and finish its files; returns what was recorded."""
     engine = _engine(media)

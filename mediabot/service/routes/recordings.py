@@ -32,11 +32,30 @@ __all__ = ["MARK_END", "MARK_START", "router"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/recordings", tags=["recordings"], dependencies=[Depends(require_api_key)])
+router = APIRouter(
+    prefix="/v1/recordings",
+    tags=["recordings"],
+    dependencies=[Depends(require_api_key)],
+    responses={
+        401: {"description": "No valid API key (or console session)."},
+        403: {"description": "A console-cookie request that changes state came from another origin."},
+        409: {"description": "This instance keeps no recordings (media is not app-hosted)."},
+    },
+)
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"description": "No such recording (or file in it)."}}
+
+
+def _file(types: dict[str, str], description: str) -> dict[int | str, dict[str, Any]]:
+    """The responses of a route serving one file of a recording, of one of ``types``."""
+    media_types = dict.fromkeys(value.split(";")[0] for value in types.values())
+    content = {media_type: {"schema": {"type": "string", "format": "binary"}} for media_type in media_types}
+    return {200: {"description": description, "content": content}, **NOT_FOUND}
+
 
 # Around the matched words of a search hit's snippet: control characters no transcript contains.
 MARK_START, MARK_END = "\x02", "\x03"
 PREFIX = "/v1/recordings"
+SQLITE_MAX_INT = 2**63 - 1  # past it, the index's query raises OverflowError
 AUDIO_DIR = "audio"
 AUDIO_TYPES = {".wav": "audio/wav", ".ogg": "audio/ogg"}
 FILE_TYPES = {
@@ -74,13 +93,13 @@ async def list_recordings(
     index: IndexDep,
     settings: SettingsDep,
     limit: Annotated[int, Query(ge=1, le=500, description="At most this many recordings.")] = 50,
-    offset: Annotated[int, Query(ge=0, description="Skip this many of the newest first.")] = 0,
+    offset: Annotated[int, Query(ge=0, le=SQLITE_MAX_INT, description="Skip this many of the newest first.")] = 0,
 ) -> dict[str, Any]:
     """The recorded calls and sessions in the index, newest first, with their participants and transcript counts."""
     return await asyncio.to_thread(_list, index, Path(settings.output_dir), limit, offset)
 
 
-@router.get("/search")
+@router.get("/search", responses={400: {"description": "The query has no word to search for."}})
 async def search_recordings(
     index: IndexDep,
     q: Annotated[
@@ -117,20 +136,22 @@ async def search_recordings(
     }
 
 
-@router.get("/{key}")
+@router.get("/{key}", responses=NOT_FOUND)
 async def get_recording(key: str, index: IndexDep, settings: SettingsDep) -> dict[str, Any]:
     """One recording: its call.json, segments, events and tones, transcript, timeline lanes, and its files as URLs."""
     return await asyncio.to_thread(_detail, index, Path(settings.output_dir), key)
 
 
-@router.get("/{key}/audio/{name}", response_class=FileResponse)
+@router.get("/{key}/audio/{name}", response_class=FileResponse, responses=_file(AUDIO_TYPES, "The audio file."))
 async def get_audio(key: str, name: str, settings: SettingsDep) -> FileResponse:
     """One audio file of the recording (WAV or Ogg), with byte ranges so a player can seek."""
     path = await asyncio.to_thread(_recording_file, Path(settings.output_dir), key, AUDIO_DIR, name, AUDIO_TYPES)
     return FileResponse(path, media_type=AUDIO_TYPES[path.suffix.lower()], headers=FILE_HEADERS)
 
 
-@router.get("/{key}/timeline.png", response_class=FileResponse)
+@router.get(
+    "/{key}/timeline.png", response_class=FileResponse, responses=_file({".png": "image/png"}, "The timeline picture.")
+)
 async def get_timeline(key: str, settings: SettingsDep) -> FileResponse:
     """The timeline picture of the recording, drawn first if there is none or its data changed since."""
     folder = await asyncio.to_thread(_folder, Path(settings.output_dir), key)
@@ -141,7 +162,7 @@ async def get_timeline(key: str, settings: SettingsDep) -> FileResponse:
     return FileResponse(path, media_type="image/png", headers=FILE_HEADERS)
 
 
-@router.get("/{key}/files/{name}", response_class=FileResponse)
+@router.get("/{key}/files/{name}", response_class=FileResponse, responses=_file(FILE_TYPES, "The file."))
 async def get_file(key: str, name: str, settings: SettingsDep) -> FileResponse:
     """One of the recording's metadata or transcript files (call.json, segments.jsonl, transcript.vtt, ...)."""
     path = await asyncio.to_thread(_recording_file, Path(settings.output_dir), key, None, name, FILE_TYPES)

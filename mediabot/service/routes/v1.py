@@ -2,19 +2,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, HTTPException, Path
+from pydantic import AfterValidator, BaseModel, Field
 
 from mediabot._errors import GraphAPIError, GraphError, GraphNotFoundError
 from mediabot.calls import CallError, UnknownCallError
 from mediabot.graph import user_target
+from mediabot.graph.join_url import parse_join_web_url
+from mediabot.graph.notifications import GRAPH_ID_PATTERN
+from mediabot.service._body import CheckedBodyRoute
 from mediabot.service.deps import CallRecordsDep, GraphDep, ManagerDep, require_api_key
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1", tags=["operator"], dependencies=[Depends(require_api_key)])
+# What the whole operator API may answer besides each route's own: the key is checked first.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "The body is not UTF-8 JSON."},
+    401: {"description": "No valid API key (or console session)."},
+    403: {"description": "A console-cookie request that changes state came from another origin."},
+    413: {"description": "The body is larger than the operator API takes (64 KiB)."},
+}
+NO_CALL: dict[int | str, dict[str, Any]] = {404: {"description": "No such call."}}
+GRAPH_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "No such call, or Graph has no such thing."},
+    409: {"description": "The call cannot do that now, or Graph refused it (its error code is in the detail)."},
+    502: {"description": "Graph failed or could not be reached."},
+}
+
+router = APIRouter(
+    prefix="/v1",
+    tags=["operator"],
+    dependencies=[Depends(require_api_key)],
+    route_class=CheckedBodyRoute,
+    responses=AUTH_ERRORS,
+)
+
+
+def _join_link(value: str) -> str:
+    """Refuse what is not a Teams join link before any media or Graph request is prepared for it (422)."""
+    parse_join_web_url(value)
+    return value
 
 
 class DialOut(BaseModel):
@@ -27,7 +56,9 @@ class DialOut(BaseModel):
 class JoinMeeting(BaseModel):
     """Join a Teams meeting by its join link."""
 
-    join_web_url: str
+    join_web_url: Annotated[str, AfterValidator(_join_link)] = Field(
+        description="A Teams join link: https://.../l/meetup-join/... (with its context) or https://.../meet/<id>?p=..."
+    )
     display_name: str | None = None
 
 
@@ -52,7 +83,7 @@ class Transfer(BaseModel):
 class NewMeeting(BaseModel):
     """Create an online meeting on behalf of an organizer."""
 
-    organizer_id: str
+    organizer_id: str = Field(pattern=GRAPH_ID_PATTERN, description="A user id.")
     subject: str | None = None
 
 
@@ -78,7 +109,7 @@ async def list_calls(manager: ManagerDep) -> dict[str, Any]:
     return {"value": [call.snapshot() for call in manager.calls()]}
 
 
-@router.get("/calls/{call_id}")
+@router.get("/calls/{call_id}", responses=NO_CALL)
 async def get_call(call_id: str, manager: ManagerDep) -> dict[str, Any]:
     """One call."""
     call = manager.get(call_id)
@@ -87,7 +118,7 @@ async def get_call(call_id: str, manager: ManagerDep) -> dict[str, Any]:
     return call.snapshot()
 
 
-@router.post("/calls", status_code=201)
+@router.post("/calls", status_code=201, responses=GRAPH_ERRORS)
 async def dial_out(body: DialOut, manager: ManagerDep) -> dict[str, Any]:
     """Call one user (peer-to-peer) or several (group call)."""
     if len(body.user_ids) == 1:
@@ -98,7 +129,7 @@ async def dial_out(body: DialOut, manager: ManagerDep) -> dict[str, Any]:
     return snapshot
 
 
-@router.post("/meetings/join", status_code=201)
+@router.post("/meetings/join", status_code=201, responses=GRAPH_ERRORS)
 async def join_meeting(body: JoinMeeting, manager: ManagerDep) -> dict[str, Any]:
     """Join a meeting by its join link."""
     try:
@@ -109,20 +140,20 @@ async def join_meeting(body: JoinMeeting, manager: ManagerDep) -> dict[str, Any]
     return snapshot
 
 
-@router.delete("/calls/{call_id}", status_code=204)
+@router.delete("/calls/{call_id}", status_code=204, responses=GRAPH_ERRORS)
 async def hang_up(call_id: str, manager: ManagerDep) -> None:
     """Hang up (the bot leaves the call)."""
     await _guard(manager.hang_up(call_id))
 
 
-@router.post("/calls/{call_id}/prompts", status_code=202)
+@router.post("/calls/{call_id}/prompts", status_code=202, responses=GRAPH_ERRORS)
 async def play_prompt(call_id: str, body: PlayPrompt, manager: ManagerDep) -> dict[str, str]:
     """Start playing a prompt; its completion shows in the call's operations."""
     await _guard(manager.play_prompt(call_id, body.uri))
     return {"status": "started"}
 
 
-@router.post("/calls/{call_id}/tones", status_code=202)
+@router.post("/calls/{call_id}/tones", status_code=202, responses=GRAPH_ERRORS)
 async def subscribe_to_tones(call_id: str, manager: ManagerDep) -> dict[str, str]:
     """Subscribe to the call's DTMF tones."""
     await _guard(manager.subscribe_to_tones(call_id))
@@ -134,7 +165,7 @@ def _require_call(manager: ManagerDep, call_id: str) -> None:
         raise HTTPException(404, f"no call {call_id}")
 
 
-@router.post("/calls/{call_id}/mute", status_code=202)
+@router.post("/calls/{call_id}/mute", status_code=202, responses=GRAPH_ERRORS)
 async def mute(call_id: str, manager: ManagerDep, graph: GraphDep) -> dict[str, Any]:
     """Mute the bot in the call."""
     _require_call(manager, call_id)
@@ -142,7 +173,7 @@ async def mute(call_id: str, manager: ManagerDep, graph: GraphDep) -> dict[str, 
     return {"operation": operation.to_graph()}
 
 
-@router.post("/calls/{call_id}/participants", status_code=202)
+@router.post("/calls/{call_id}/participants", status_code=202, responses=GRAPH_ERRORS)
 async def invite(call_id: str, body: Invite, manager: ManagerDep, graph: GraphDep) -> dict[str, Any]:
     """Invite users into the call."""
     _require_call(manager, call_id)
@@ -150,21 +181,21 @@ async def invite(call_id: str, body: Invite, manager: ManagerDep, graph: GraphDe
     return {"operation": operation.to_graph()}
 
 
-@router.post("/calls/{call_id}/transfer", status_code=202)
+@router.post("/calls/{call_id}/transfer", status_code=202, responses=GRAPH_ERRORS)
 async def transfer(call_id: str, body: Transfer, manager: ManagerDep) -> dict[str, str]:
     """Transfer the call to a user."""
     await _guard(manager.transfer(call_id, user_target(body.user_id)))
     return {"status": "transferring"}
 
 
-@router.get("/presence/{user_id}")
-async def presence(user_id: str, graph: GraphDep) -> dict[str, Any]:
+@router.get("/presence/{user_id}", responses=GRAPH_ERRORS)
+async def presence(user_id: Annotated[str, Path(pattern=GRAPH_ID_PATTERN)], graph: GraphDep) -> dict[str, Any]:
     """A user's presence."""
     result: dict[str, Any] = (await _guard(graph.get_presence(user_id))).to_graph()
     return result
 
 
-@router.post("/meetings", status_code=201)
+@router.post("/meetings", status_code=201, responses=GRAPH_ERRORS)
 async def create_meeting(body: NewMeeting, graph: GraphDep) -> dict[str, Any]:
     """Create an online meeting."""
     meeting = await _guard(graph.create_online_meeting(body.organizer_id, {"subject": body.subject}))

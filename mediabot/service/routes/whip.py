@@ -18,10 +18,17 @@ from mediabot.media.whip import WhipBadOffer, WhipError, WhipNotFound
 from mediabot.service._body import read_limited
 from mediabot.service.deps import MediaDep
 
-__all__ = ["router"]
+__all__ = ["SECURITY_SCHEME", "router"]
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["media"])
+# The session token, for the OpenAPI document (the media plane does the checking).
+SECURITY_SCHEME: dict[str, Any] = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "The media session's token, from its media config blob.",
+}
+_SECURED: list[dict[str, list[str]]] = [{"WhipSessionToken": []}]
 
 
 def _refusal(exc: WhipError) -> Response:
@@ -35,7 +42,36 @@ def _engine(media: MediaPlane[Any] | None) -> MediaPlane[Any]:
     return media
 
 
-@router.post("/media/whip/{session_id}", status_code=201)
+_TEXT: dict[str, Any] = {"text/plain": {"schema": {"type": "string"}}}
+_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "The bearer token is missing or not the session's.", "content": _TEXT},
+    404: {"description": "No such media session (or WHIP resource).", "content": _TEXT},
+}
+
+
+@router.post(
+    "/media/whip/{session_id}",
+    status_code=201,
+    response_class=Response,
+    responses={
+        201: {
+            "description": "The SDP answer; ``Location`` is the WHIP resource to DELETE.",
+            "content": {"application/sdp": {"schema": {"type": "string"}}},
+            "headers": {"Location": {"schema": {"type": "string"}}},
+        },
+        400: {"description": "A malformed or oversized offer, or a bad source.", "content": _TEXT},
+        **_REFUSALS,
+        415: {"description": "The offer is not application/sdp.", "content": _TEXT},
+        422: {
+            "description": "The offer has no audio codec mediabot takes (Opus or PCMU), or ``source`` is too long.",
+            "content": {**_TEXT, "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}},
+        },
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/sdp": {"schema": {"type": "string"}}}},
+        "security": _SECURED,
+    },
+)
 async def whip_offer(
     session_id: str,
     request: Request,
@@ -65,7 +101,12 @@ async def whip_offer(
     )
 
 
-@router.delete("/media/whip/{session_id}/{resource_id}")
+@router.delete(
+    "/media/whip/{session_id}/{resource_id}",
+    response_class=Response,
+    responses={200: {"description": "The resource ended."}, **_REFUSALS},
+    openapi_extra={"security": _SECURED},
+)
 async def whip_delete(session_id: str, resource_id: str, request: Request, media: MediaDep) -> Response:
     """End one WHIP resource (one source's connection)."""
     try:

@@ -168,7 +168,8 @@ async def serving_whip(make_plane: Callable[[str], P]) -> AsyncIterator[tuple[P,
     app = FastAPI()
     app.include_router(whip.router)
     app.state.media = plane
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="off"))
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", timeout_graceful_shutdown=5)
+    server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for "listening"
         await asyncio.sleep(0.01)

@@ -57,8 +57,9 @@ REFINE_FRAMES = 50  # the anchor is refined over the stream's first second
 MIN_REALIGN_SAMPLES = SAMPLE_RATE // 500  # 2 ms: finer corrections are not worth a discontinuity
 MAX_FILLED_GAP_S = 1.0
 # How far a frame's timestamp may place it from where its arrival says (network delay, clock drift: 0.36 s an hour
-# at 100 ppm) before it is a discontinuity. Stalls longer than this are re-anchored too, which drops what overlaps.
-MAX_SKEW_S = 2.0
+# at 100 ppm, a loaded host's stalls: seconds) before it is a discontinuity. Stalls longer than this are re-anchored
+# too, which drops what overlaps; a sender's own jump within it costs at most that much of its own audio.
+MAX_SKEW_S = 10.0
 ANCHOR_SPREAD_S = 0.25  # the provisional anchor's frames that agree (a jitter buffer's burst: 80 ms)
 DECIMATED_RATE = 48_000  # the rate the Decimator takes (Opus); others go through soxr
 _U32 = 1 << 32

@@ -268,6 +268,8 @@ def _comms_event(index: int, item: Any) -> CommsEvent:
         "raw": raw,
     }
     resource_data = raw.get("resourceData")
+    if resource_data is not None and not isinstance(resource_data, Mapping | list):
+        raise NotificationError(f"notification value[{index}] has a resourceData that is not an object or a list")
     data_type = _data_type(resource_data)
 
     def kind_is(model: type[GraphModel], segment: str | None) -> bool:

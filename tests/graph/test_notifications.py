@@ -634,6 +634,14 @@ def test_a_call_resource_with_an_id_unfit_for_a_url_is_a_notification_error(reso
         parse_comms_notifications({"value": [{"changeType": "updated", "resourceUrl": resource}]})
 
 
+@pytest.mark.parametrize("resource_data", ["", 0, True, "x"])
+def test_resource_data_that_is_neither_an_object_nor_a_list_is_a_notification_error(resource_data: Any) -> None:
+    # It was kept as an UnknownNotification's data and the callback accepted (the spec says object or array).
+    item = {"changeType": "updated", "resourceUrl": "/somewhere/else", "resourceData": resource_data}
+    with pytest.raises(NotificationError, match="resourceData"):
+        parse_comms_notifications({"value": [item]})
+
+
 @pytest.mark.parametrize(
     ("value", "fit"),
     [

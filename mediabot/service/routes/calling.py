@@ -42,7 +42,7 @@ COMMS_NOTIFICATIONS: dict[str, Any] = {
                             "properties": {
                                 "changeType": {"type": "string", "minLength": 1},
                                 "resourceUrl": {"type": "string", "pattern": "\\S"},
-                                "resourceData": {"type": ["object", "array"]},
+                                "resourceData": {"type": ["object", "array", "null"]},
                             },
                         },
                     }

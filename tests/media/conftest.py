@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import fractions
 import socket
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from fastapi import FastAPI
 from mediabot.media.engine import MediaEngine
 from mediabot.media.session import MediaOptions
 from mediabot.service.routes import whip
+from mediabot.store.layout import wav_info
 
 RATE = 48_000
 FRAME = 960
@@ -194,3 +196,20 @@ def whip_options(base_url: str, folder: Path) -> MediaOptions:
 async def whip_server(tmp_path: Path) -> AsyncIterator[WhipServer]:
     async with serving_whip(lambda base_url: MediaEngine(whip_options(base_url, tmp_path))) as (engine, url, client):
         yield WhipServer(engine=engine, base_url=url, client=client)
+
+
+def wav_header_matches(path: Path) -> bool:
+    """The RIFF and data sizes in the header are exactly what the file holds, in whole 16 kHz mono samples."""
+    size = path.stat().st_size
+    info = wav_info(path)
+    with path.open("rb") as file:
+        head = file.read(info.data_offset)
+    riff_size = struct.unpack_from("<I", head, 4)[0]
+    data_size = struct.unpack_from("<I", head, info.data_offset - 4)[0]
+    return (
+        head[:4] == b"RIFF"
+        and info.is_recording
+        and riff_size == size - 8
+        and data_size == size - info.data_offset
+        and data_size % 2 == 0
+    )

@@ -17,7 +17,6 @@ import dataclasses
 import json
 import logging
 import os
-import struct
 import subprocess
 import wave
 from collections.abc import AsyncIterator, Iterator
@@ -32,9 +31,8 @@ from mediabot.media.dtmf import dtmf_tone
 from mediabot.media.engine import MediaEngine
 from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.session import RosterEntry, SpeechEvent, ToneEvent
-from mediabot.store.layout import wav_info
 
-from .conftest import RATE, WhipServer, serving_whip, whip_options
+from .conftest import RATE, WhipServer, serving_whip, wav_header_matches, whip_options
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 DISK_BYTES = 160 * 1024  # three 16 kHz tracks (Ann, Ben, the mix) fill it in under 2 s
@@ -113,23 +111,6 @@ def speech_48k() -> npt.NDArray[np.int16]:
 
 def silence(seconds: float) -> npt.NDArray[np.int16]:
     return np.zeros(int(seconds * RATE), np.int16)
-
-
-def wav_header_matches(path: Path) -> bool:
-    """The RIFF and data sizes in the header are exactly what the file holds, in whole 16 kHz mono samples."""
-    size = path.stat().st_size
-    info = wav_info(path)
-    with path.open("rb") as file:
-        head = file.read(info.data_offset)
-    riff_size = struct.unpack_from("<I", head, 4)[0]
-    data_size = struct.unpack_from("<I", head, info.data_offset - 4)[0]
-    return (
-        head[:4] == b"RIFF"
-        and info.is_recording
-        and riff_size == size - 8
-        and data_size == size - info.data_offset
-        and data_size % 2 == 0
-    )
 
 
 async def test_a_full_disk_is_reported_the_call_goes_on_and_the_next_call_records(

@@ -48,9 +48,8 @@ from mediabot.media.engine import MediaEngine
 from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.receive import payload_codecs
 from mediabot.media.session import MediaSession, RosterEntry
-from mediabot.store.layout import wav_info
 
-from .conftest import RATE, PacedTrack, serving_whip, whip_options
+from .conftest import RATE, PacedTrack, serving_whip, wav_header_matches, whip_options
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 CONNECT_TIMEOUT_S = 20.0
@@ -62,23 +61,6 @@ def read_wav(path: Path) -> npt.NDArray[np.int16]:
     with wave.open(str(path), "rb") as reader:
         assert reader.getframerate() == 16_000
         return np.frombuffer(reader.readframes(reader.getnframes()), "<i2").astype(np.int16)
-
-
-def wav_header_matches(path: Path) -> bool:
-    """The RIFF and data sizes in the header are exactly what the file holds, in whole 16 kHz mono samples."""
-    size = path.stat().st_size
-    info = wav_info(path)
-    with path.open("rb") as file:
-        head = file.read(info.data_offset)
-    riff_size = struct.unpack_from("<I", head, 4)[0]
-    data_size = struct.unpack_from("<I", head, info.data_offset - 4)[0]
-    return (
-        head[:4] == b"RIFF"
-        and info.is_recording
-        and riff_size == size - 8
-        and data_size == size - info.data_offset
-        and data_size % 2 == 0
-    )
 
 
 def clip_48k() -> npt.NDArray[np.int16]:

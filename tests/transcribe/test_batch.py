@@ -235,8 +235,9 @@ class GatedTranscriber:
     async def aclose(self) -> None:
         return None
 
-    async def next_gate(self) -> asyncio.Future[None]:
-        while not any(not gate.done() for gate in self.waiting):
+    async def next_gate(self, pending: int = 1) -> asyncio.Future[None]:
+        """The newest unreleased gate, once at least `pending` are waiting."""
+        while sum(not gate.done() for gate in self.waiting) < pending:
             self.arrived.clear()
             await self.arrived.wait()
         return [gate for gate in self.waiting if not gate.done()][-1]
@@ -252,7 +253,8 @@ async def test_a_slow_transcriber_loses_nothing_and_runs_two_at_a_time(tmp_path:
     task = asyncio.create_task(transcribe_call(folder, gated))
     released = 0
     while released < len(starts):
-        gate = await gated.next_gate()  # the newest first: answers come back out of order
+        # two in flight until the last one, and the newest released first: answers come back out of order
+        gate = await gated.next_gate(pending=min(2, len(starts) - released))
         gate.set_result(None)
         released += 1
     entries = await task

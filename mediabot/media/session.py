@@ -51,7 +51,9 @@ from mediabot.media.pipeline import StreamPipeline, TimelineClock
 from mediabot.media.prompt import Prompt, PromptTrack
 from mediabot.media.receive import InlineAudioReceiver, attach, payload_codecs
 from mediabot.media.recorder import CallRecorder, RecorderIO, TrackWriter
+from mediabot.media.rtpguard import ReceiverGuard
 from mediabot.media.vad import SegmenterParams, SpeechSegment, SpeechSegmenter, create_vad
+from mediabot.media.whip import close_peer
 from mediabot.metrics import SPEECH_START_LATENCY, SPEECH_START_PIPELINE
 from mediabot.store.layout import CallPaths, write_json_atomic
 
@@ -319,6 +321,7 @@ class SourceConnection:
     codec: str = ""
     answer_sdp: str = ""
     inline: InlineAudioReceiver | None = None
+    guard: ReceiverGuard | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
     packets_lost: int = 0
@@ -590,7 +593,7 @@ class MediaSession:
             await connection.poll_rtp(self.clock.now())
         # aiortc starts the receiver (whose stop ends the track, so the reader returns) only once DTLS connected.
         started = connection.transceiver.receiver.transport.state not in ("new", "connecting")
-        await connection.pc.close()
+        await close_peer(connection.pc)
         if connection.task is not None:
             await self._end_reader(connection, connection.task, READER_END_S if started else 0.0)
         if connection.inline is not None:
@@ -950,6 +953,10 @@ def _stats(connection: SourceConnection) -> dict[str, Any]:
             "late": received.late,
             "undecodable": received.undecodable,
         }
+    if connection.guard is not None:
+        counts.setdefault("rtp", {})
+        counts["rtp"]["foreign_ssrc"] = connection.guard.foreign
+        counts["rtp"]["rtcp_unsent"] = connection.guard.rtcp_unsent
     return counts
 
 

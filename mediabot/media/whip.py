@@ -7,6 +7,10 @@ Audio is received as Opus or PCMU; other media sections are answered ``inactive`
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCSessionDescription
@@ -27,9 +31,13 @@ __all__ = [
     "WhipUnsupported",
     "answer_offer",
     "check_offer",
+    "close_peer",
 ]
 
+logger = logging.getLogger(__name__)
+
 ACCEPTED_CODECS = ("audio/opus", "audio/PCMU")
+PEER_CLOSE_S = 5.0  # aiortc closes a peer connection in a few loop turns; past this it is waiting for a dead task
 
 
 class WhipError(MediaError):
@@ -146,5 +154,31 @@ async def answer_offer(
         local = pc.localDescription
         return pc, audio, local.sdp
     except BaseException:
-        await pc.close()
+        await close_peer(pc)
         raise
+
+
+async def close_peer(pc: RTCPeerConnection, timeout_s: float = PEER_CLOSE_S) -> bool:
+    """Close ``pc``; True if aiortc's own close finished within ``timeout_s``.
+
+    aiortc's close stops each receiver and sender by waiting for their RTP and RTCP tasks to say they exited; a task
+    that died of an exception never says so, and the close would wait forever (and with it a WHIP DELETE, a call's
+    end, a shutdown). Past ``timeout_s`` that close is abandoned and the connection's senders and DTLS and ICE
+    transports are stopped directly, each bounded the same way, so its sockets are released all the same.
+    """
+    closing = asyncio.ensure_future(pc.close())
+    done, _ = await asyncio.wait({closing}, timeout=timeout_s)
+    if done:
+        closing.result()
+        return True
+    closing.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closing
+    logger.warning("media: a peer connection was still closing after %.0f s; its transports were stopped", timeout_s)
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        steps: list[Awaitable[None]] = [transceiver.sender.stop(), dtls.stop(), dtls.transport.stop()]
+        for step in steps:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(step, timeout_s)
+    return False

@@ -54,6 +54,7 @@ from av import AudioFrame, Packet
 from mediabot._errors import MediaError
 from mediabot.media.blob import MediaConfigBlob
 from mediabot.media.ice import allow_loopback_candidates, guard_datagrams
+from mediabot.media.whip import close_peer
 
 from ._scenario import PACKET_S, PACKET_SAMPLES, SCENARIO_RATE, TIME_BASE, PreparedParticipant, PreparedScenario
 
@@ -643,7 +644,7 @@ class RelayRun:
                     logger.warning("relay: DELETE %s answered %d", session.location, response.status_code)
             except httpx.HTTPError as exc:
                 logger.warning("relay: DELETE %s failed: %s", session.location, exc)
-        await session.pc.close()
+        await close_peer(session.pc)
         if session.reader is not None:
             session.reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):

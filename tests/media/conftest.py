@@ -18,13 +18,16 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import uvicorn
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCRtpTransceiver, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av import AudioFrame
 from fastapi import FastAPI
 
 from mediabot.media.engine import MediaEngine
+from mediabot.media.ice import allow_loopback_candidates
+from mediabot.media.rtpguard import ReceiverGuard, declared_ssrcs, guard_receiver
 from mediabot.media.session import MediaOptions
+from mediabot.media.whip import answer_offer
 from mediabot.service.routes import whip
 from mediabot.store.layout import wav_info
 
@@ -213,3 +216,38 @@ def wav_header_matches(path: Path) -> bool:
         and data_size == size - info.data_offset
         and data_size % 2 == 0
     )
+
+
+@dataclass
+class AnsweredPair:
+    """A publisher and the bot's answering peer connection, connected over loopback, with the bot's receiver guard."""
+
+    publisher: RTCPeerConnection
+    bot: RTCPeerConnection
+    audio: RTCRtpTransceiver
+    guard: ReceiverGuard | None
+
+
+async def connected_pair(*, declare_ssrc: bool = True) -> AnsweredPair:
+    """Connect a sendonly publisher to :func:`answer_offer` over loopback, the bot's receiver guarded as the engine
+    does it; ``declare_ssrc=False`` strips the offer's ``a=ssrc`` lines (an unsignaled sender)."""
+    allow_loopback_candidates()
+    publisher = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    publisher.addTransceiver("audio", direction="sendonly")
+    await publisher.setLocalDescription(await publisher.createOffer())
+    offer = publisher.localDescription.sdp
+    if not declare_ssrc:
+        offer = "".join(line for line in offer.splitlines(keepends=True) if not line.startswith("a=ssrc"))
+    bot, audio, answer = await answer_offer(offer)
+    guard = guard_receiver(audio.receiver, declared_ssrcs(offer))
+    connected = asyncio.Event()
+
+    @bot.on("connectionstatechange")
+    def _changed() -> None:
+        if bot.connectionState == "connected":
+            connected.set()
+
+    await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    async with asyncio.timeout(20):  # a guard against no connection, not a timing
+        await connected.wait()
+    return AnsweredPair(publisher, bot, audio, guard)

@@ -1,11 +1,16 @@
-"""WHIP offers answered by aiortc: only Opus and PCMU are ever answered, whatever else the offer lists."""
+"""WHIP offers answered by aiortc: only Opus and PCMU are ever answered, whatever else the offer lists; and a peer
+connection is closed even when aiortc's own close would wait forever."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
-from mediabot.media.whip import WhipBadOffer, answer_offer, check_offer
+from mediabot.media.whip import WhipBadOffer, answer_offer, check_offer, close_peer
+
+from .conftest import connected_pair
 
 
 async def offer(codecs: list[str] | None = None) -> tuple[RTCPeerConnection, str]:
@@ -80,3 +85,33 @@ async def test_an_offer_with_a_nul_byte_is_refused() -> None:
         check_offer(sdp.replace("a=ice-ufrag:", "a=ice-ufrag:\x00").encode(), 65_536)
     text, info = check_offer(sdp.encode(), 65_536)
     assert text == sdp and "audio/opus" in info.audio_codecs
+
+
+async def test_a_healthy_peer_connection_closes_through_aiortc() -> None:
+    pair = await connected_pair()
+    publisher, bot, audio = pair.publisher, pair.bot, pair.audio
+    try:
+        assert await close_peer(bot) is True
+        assert bot.connectionState == "closed" and audio.receiver.transport.state == "closed"
+    finally:
+        await publisher.close()
+
+
+async def test_a_close_that_would_wait_forever_still_releases_the_transports(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    pair = await connected_pair()
+    publisher, bot, audio = pair.publisher, pair.bot, pair.audio
+    never = asyncio.Event()
+
+    async def stuck() -> None:  # what a receiver whose RTCP task died does: wait for an exit that never comes
+        await never.wait()
+
+    monkeypatch.setattr(audio.receiver, "stop", stuck)
+    try:
+        assert await close_peer(bot, timeout_s=0.5) is False
+        dtls = audio.receiver.transport
+        assert dtls.state == "closed" and dtls.transport.state == "closed"
+        assert "still closing" in caplog.text
+    finally:
+        await publisher.close()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
+from urllib.parse import quote
 
 import httpx
 
@@ -53,6 +54,15 @@ __all__ = ["GraphClient", "media_prompt", "phone_target", "user_target"]
 M = TypeVar("M", bound=GraphModel)
 
 CALLS = "/communications/calls"
+_NOT_IDS = ("", ".", "..")
+
+
+def _id(value: str) -> str:
+    """One path segment for a Graph id: percent-encoded (``/``, ``?``, ``#``, ``%`` and the rest), never a dot
+    segment, so that no id can point a request at another resource."""
+    if value in _NOT_IDS:
+        raise ValueError(f"{value!r} is not a Graph id")
+    return quote(value, safe="@:")
 
 
 def _clean(value: Any) -> Any:
@@ -360,11 +370,11 @@ class GraphClient:
 
     async def get_call(self, call_id: str) -> Call:
         """GET a call: its state, media state, roster-independent properties."""
-        return await self._get_model(f"{CALLS}/{call_id}", Call)
+        return await self._get_model(f"{CALLS}/{_id(call_id)}", Call)
 
     async def hang_up(self, call_id: str) -> None:
         """DELETE the call: the bot leaves (a peer-to-peer call ends)."""
-        await self.request("DELETE", f"{CALLS}/{call_id}", expected=(200, 204))
+        await self.request("DELETE", f"{CALLS}/{_id(call_id)}", expected=(200, 204))
 
     async def answer(
         self,
@@ -384,12 +394,12 @@ class GraphClient:
             "participantCapacity": participant_capacity,
             "callOptions": call_options,
         }
-        await self.request("POST", f"{CALLS}/{call_id}/answer", json_body=body, expected=(200, 202))
+        await self.request("POST", f"{CALLS}/{_id(call_id)}/answer", json_body=body, expected=(200, 202))
 
     async def reject(self, call_id: str, *, reason: str | None = None, callback_uri: str | None = None) -> None:
         """Reject an incoming call (reason ``none``, ``busy`` or ``forbidden``)."""
         body = {"reason": reason, "callbackUri": callback_uri}
-        await self.request("POST", f"{CALLS}/{call_id}/reject", json_body=body, expected=(200, 202, 204))
+        await self.request("POST", f"{CALLS}/{_id(call_id)}/reject", json_body=body, expected=(200, 202, 204))
 
     async def redirect(
         self,
@@ -401,7 +411,7 @@ class GraphClient:
     ) -> None:
         """Redirect an incoming call to other targets before answering it (ringing them ``ring_timeout_s``)."""
         body = {"targets": list(targets), "timeout": ring_timeout_s, "callbackUri": callback_uri}
-        await self.request("POST", f"{CALLS}/{call_id}/redirect", json_body=body, expected=(200, 202, 204))
+        await self.request("POST", f"{CALLS}/{_id(call_id)}/redirect", json_body=body, expected=(200, 202, 204))
 
     async def transfer(
         self,
@@ -412,39 +422,39 @@ class GraphClient:
     ) -> None:
         """Transfer an established call (blind; or consultative when ``transfer_target`` carries replacesCallId)."""
         body = {"transferTarget": transfer_target, "transferee": transferee}
-        await self.request("POST", f"{CALLS}/{call_id}/transfer", json_body=body, expected=(200, 202, 204))
+        await self.request("POST", f"{CALLS}/{_id(call_id)}/transfer", json_body=body, expected=(200, 202, 204))
 
     async def keep_alive(self, call_id: str) -> None:
         """Tell Graph the bot still owns the call (at least every 45 minutes); 404 means the call is gone."""
-        await self.request("POST", f"{CALLS}/{call_id}/keepAlive", expected=(200, 204))
+        await self.request("POST", f"{CALLS}/{_id(call_id)}/keepAlive", expected=(200, 204))
 
     async def mute(self, call_id: str, *, client_context: str | None = None) -> MuteParticipantOperation:
         """Mute the bot itself in the call."""
         body = {"clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/mute", body, MuteParticipantOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/mute", body, MuteParticipantOperation)
 
     async def unmute(self, call_id: str, *, client_context: str | None = None) -> UnmuteParticipantOperation:
         """Unmute the bot itself."""
         body = {"clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/unmute", body, UnmuteParticipantOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/unmute", body, UnmuteParticipantOperation)
 
     async def update_recording_status(
         self, call_id: str, status: str, *, client_context: str | None = None
     ) -> UpdateRecordingStatusOperation:
         """Tell Teams whether the bot records (``recording``, ``notRecording``, ``failed``): the compliance banner."""
         body = {"status": status, "clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/updateRecordingStatus", body, UpdateRecordingStatusOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/updateRecordingStatus", body, UpdateRecordingStatusOperation)
 
     async def change_screen_sharing_role(self, call_id: str, role: str) -> None:
         """Become ``viewer`` or ``sharer`` of screen sharing in the call."""
         body = {"role": role}
         await self.request(
-            "POST", f"{CALLS}/{call_id}/changeScreenSharingRole", json_body=body, expected=(200, 202, 204)
+            "POST", f"{CALLS}/{_id(call_id)}/changeScreenSharingRole", json_body=body, expected=(200, 202, 204)
         )
 
     async def get_operation(self, call_id: str, operation_id: str) -> CommsOperation:
         """Poll a commsOperation; completion normally arrives as a notification, this is the fallback."""
-        return await self._get_model(f"{CALLS}/{call_id}/operations/{operation_id}", CommsOperation)
+        return await self._get_model(f"{CALLS}/{_id(call_id)}/operations/{_id(operation_id)}", CommsOperation)
 
     # -- IVR --------------------------------------------------------------------------------------------------
 
@@ -457,7 +467,7 @@ class GraphClient:
     ) -> PlayPromptOperation:
         """Play prompts (``media_prompt(uri)``) into the call; completion arrives as an operation notification."""
         body = {"prompts": list(prompts), "clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/playPrompt", body, PlayPromptOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/playPrompt", body, PlayPromptOperation)
 
     async def record_response(
         self,
@@ -483,7 +493,7 @@ class GraphClient:
             "stopTones": list(stop_tones) or None,
             "clientContext": client_context,
         }
-        return await self._action(f"{CALLS}/{call_id}/recordResponse", body, RecordOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/recordResponse", body, RecordOperation)
 
     async def download_recording(self, recording_location: str, recording_access_token: str) -> bytes:
         """Fetch a recordResponse recording with its own access token (not the app token)."""
@@ -501,12 +511,12 @@ class GraphClient:
     ) -> CancelMediaProcessingOperation:
         """Cancel the running playPrompt or recordResponse of the call."""
         body = {"clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/cancelMediaProcessing", body, CancelMediaProcessingOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/cancelMediaProcessing", body, CancelMediaProcessingOperation)
 
     async def subscribe_to_tone(self, call_id: str, *, client_context: str | None = None) -> SubscribeToToneOperation:
         """Ask for DTMF tones of the call to be notified (as call updates carrying ``toneInfo``)."""
         body = {"clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/subscribeToTone", body, SubscribeToToneOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/subscribeToTone", body, SubscribeToToneOperation)
 
     async def send_dtmf_tones(
         self,
@@ -522,17 +532,17 @@ class GraphClient:
             "delayBetweenTonesMs": delay_between_tones_ms,
             "clientContext": client_context,
         }
-        return await self._action(f"{CALLS}/{call_id}/sendDtmfTones", body, SendDtmfTonesOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/sendDtmfTones", body, SendDtmfTonesOperation)
 
     # -- participants -----------------------------------------------------------------------------------------
 
     async def list_participants(self, call_id: str) -> list[Participant]:
         """The call's roster."""
-        return [p async for p in self._collection(f"{CALLS}/{call_id}/participants", Participant)]
+        return [p async for p in self._collection(f"{CALLS}/{_id(call_id)}/participants", Participant)]
 
     async def get_participant(self, call_id: str, participant_id: str) -> Participant:
         """One participant of the call."""
-        return await self._get_model(f"{CALLS}/{call_id}/participants/{participant_id}", Participant)
+        return await self._get_model(f"{CALLS}/{_id(call_id)}/participants/{_id(participant_id)}", Participant)
 
     async def invite_participants(
         self,
@@ -543,14 +553,14 @@ class GraphClient:
     ) -> InviteParticipantsOperation:
         """Invite participants into the call (group calls and meetings)."""
         body = {"participants": list(participants), "clientContext": client_context}
-        return await self._action(f"{CALLS}/{call_id}/participants/invite", body, InviteParticipantsOperation)
+        return await self._action(f"{CALLS}/{_id(call_id)}/participants/invite", body, InviteParticipantsOperation)
 
     async def mute_participant(
         self, call_id: str, participant_id: str, *, client_context: str | None = None
     ) -> MuteParticipantOperation:
         """Mute another participant (needs the meeting's permission for the bot)."""
         body = {"clientContext": client_context}
-        path = f"{CALLS}/{call_id}/participants/{participant_id}/mute"
+        path = f"{CALLS}/{_id(call_id)}/participants/{_id(participant_id)}/mute"
         return await self._action(path, body, MuteParticipantOperation)
 
     async def mute_all(
@@ -558,11 +568,11 @@ class GraphClient:
     ) -> CommsOperation:
         """Mute all participants, or the given ids (beta only)."""
         body = {"participants": list(participants), "clientContext": client_context}
-        return await self._action(f"{self.beta_url}{CALLS}/{call_id}/participants/muteAll", body, CommsOperation)
+        return await self._action(f"{self.beta_url}{CALLS}/{_id(call_id)}/participants/muteAll", body, CommsOperation)
 
     async def remove_participant(self, call_id: str, participant_id: str) -> None:
         """Remove a participant from the call (or cancel a pending invite)."""
-        await self.request("DELETE", f"{CALLS}/{call_id}/participants/{participant_id}", expected=(200, 204))
+        await self.request("DELETE", f"{CALLS}/{_id(call_id)}/participants/{_id(participant_id)}", expected=(200, 204))
 
     async def start_hold_music(
         self,
@@ -574,7 +584,7 @@ class GraphClient:
     ) -> StartHoldMusicOperation:
         """Put a participant on hold, with music (a custom prompt, or Teams' default)."""
         body = {"customPrompt": custom_prompt, "clientContext": client_context}
-        path = f"{CALLS}/{call_id}/participants/{participant_id}/startHoldMusic"
+        path = f"{CALLS}/{_id(call_id)}/participants/{_id(participant_id)}/startHoldMusic"
         return await self._action(path, body, StartHoldMusicOperation)
 
     async def stop_hold_music(
@@ -582,7 +592,7 @@ class GraphClient:
     ) -> StopHoldMusicOperation:
         """Take a participant off hold."""
         body = {"clientContext": client_context}
-        path = f"{CALLS}/{call_id}/participants/{participant_id}/stopHoldMusic"
+        path = f"{CALLS}/{_id(call_id)}/participants/{_id(participant_id)}/stopHoldMusic"
         return await self._action(path, body, StopHoldMusicOperation)
 
     # -- online meetings (application permissions: /users/{organizer}/onlineMeetings) -------------------------
@@ -591,13 +601,13 @@ class GraphClient:
         self, organizer_id: str, meeting: OnlineMeeting | Mapping[str, Any]
     ) -> OnlineMeeting:
         """Create a meeting on behalf of ``organizer_id`` (needs an application access policy for that user)."""
-        path = f"/users/{organizer_id}/onlineMeetings"
+        path = f"/users/{_id(organizer_id)}/onlineMeetings"
         response = await self.request("POST", path, json_body=meeting, expected=(200, 201))
         return _as(OnlineMeeting, response.json())
 
     async def get_online_meeting(self, organizer_id: str, meeting_id: str) -> OnlineMeeting:
         """A meeting by its id."""
-        return await self._get_model(f"/users/{organizer_id}/onlineMeetings/{meeting_id}", OnlineMeeting)
+        return await self._get_model(f"/users/{_id(organizer_id)}/onlineMeetings/{_id(meeting_id)}", OnlineMeeting)
 
     async def find_online_meeting_by_join_url(self, organizer_id: str, join_web_url: str) -> OnlineMeeting | None:
         """The organizer's meeting with this join link, or None."""
@@ -612,7 +622,7 @@ class GraphClient:
         return await self._first_meeting(organizer_id, f"joinMeetingIdSettings/joinMeetingId eq '{quoted}'")
 
     async def _first_meeting(self, organizer_id: str, odata_filter: str) -> OnlineMeeting | None:
-        path = f"/users/{organizer_id}/onlineMeetings"
+        path = f"/users/{_id(organizer_id)}/onlineMeetings"
         async for meeting in self._collection(path, OnlineMeeting, params={"$filter": odata_filter}):
             return meeting
         return None
@@ -637,7 +647,7 @@ class GraphClient:
             "participants": participants,
             "chatInfo": chat_info,
         }
-        path = f"/users/{organizer_id}/onlineMeetings/createOrGet"
+        path = f"/users/{_id(organizer_id)}/onlineMeetings/createOrGet"
         response = await self.request("POST", path, json_body=body, expected=(200, 201))
         return _as(OnlineMeeting, response.json())
 
@@ -645,7 +655,7 @@ class GraphClient:
 
     async def get_presence(self, user_id: str | None = None) -> Presence:
         """A user's presence; ``None`` means ``/me`` (delegated tokens only: Graph refuses it for an app)."""
-        path = "/me/presence" if user_id is None else f"/users/{user_id}/presence"
+        path = "/me/presence" if user_id is None else f"/users/{_id(user_id)}/presence"
         return await self._get_model(path, Presence)
 
     async def get_presences(self, user_ids: Sequence[str]) -> list[Presence]:
@@ -670,12 +680,12 @@ class GraphClient:
             "activity": activity,
             "expirationDuration": _duration(expiration) if expiration else None,
         }
-        await self.request("POST", f"/users/{user_id}/presence/setPresence", json_body=body, expected=(200, 204))
+        await self.request("POST", f"/users/{_id(user_id)}/presence/setPresence", json_body=body, expected=(200, 204))
 
     async def clear_presence(self, user_id: str, *, session_id: str) -> None:
         """Clear the app's presence session for a user."""
         body = {"sessionId": session_id}
-        await self.request("POST", f"/users/{user_id}/presence/clearPresence", json_body=body, expected=(200, 204))
+        await self.request("POST", f"/users/{_id(user_id)}/presence/clearPresence", json_body=body, expected=(200, 204))
 
     async def set_user_preferred_presence(
         self, user_id: str, *, availability: str, activity: str, expiration: timedelta | None = None
@@ -686,7 +696,7 @@ class GraphClient:
             "activity": activity,
             "expirationDuration": _duration(expiration) if expiration else None,
         }
-        path = f"/users/{user_id}/presence/setUserPreferredPresence"
+        path = f"/users/{_id(user_id)}/presence/setUserPreferredPresence"
         await self.request("POST", path, json_body=body, expected=(200, 204))
 
     # -- call records and subscriptions -----------------------------------------------------------------------
@@ -694,14 +704,14 @@ class GraphClient:
     async def get_call_record(self, record_id: str, *, expand_sessions: bool = True) -> CallRecord:
         """A call record, with its sessions and their segments unless ``expand_sessions`` is False."""
         params = {"$expand": "sessions($expand=segments)"} if expand_sessions else None
-        return await self._get_model(f"/communications/callRecords/{record_id}", CallRecord, params=params)
+        return await self._get_model(f"/communications/callRecords/{_id(record_id)}", CallRecord, params=params)
 
     async def iter_call_record_sessions(
         self, record_id: str, *, expand_segments: bool = True
     ) -> AsyncIterator[CallRecordSession]:
         """Every session of a call record, following ``@odata.nextLink``."""
         params = {"$expand": "segments"} if expand_segments else None
-        path = f"/communications/callRecords/{record_id}/sessions"
+        path = f"/communications/callRecords/{_id(record_id)}/sessions"
         async for session in self._collection(path, CallRecordSession, params=params):
             yield session
 
@@ -736,17 +746,19 @@ class GraphClient:
     async def renew_subscription(self, subscription_id: str, expiration: datetime) -> Subscription:
         """Move a subscription's expiry (PATCH)."""
         body = {"expirationDateTime": _iso(expiration)}
-        response = await self.request("PATCH", f"/subscriptions/{subscription_id}", json_body=body, expected=(200,))
+        response = await self.request(
+            "PATCH", f"/subscriptions/{_id(subscription_id)}", json_body=body, expected=(200,)
+        )
         return _as(Subscription, response.json())
 
     async def get_subscription(self, subscription_id: str) -> Subscription:
         """One subscription."""
-        return await self._get_model(f"/subscriptions/{subscription_id}", Subscription)
+        return await self._get_model(f"/subscriptions/{_id(subscription_id)}", Subscription)
 
     async def delete_subscription(self, subscription_id: str) -> None:
         """Delete a subscription; an already-gone one is not an error."""
         try:
-            await self.request("DELETE", f"/subscriptions/{subscription_id}", expected=(200, 204))
+            await self.request("DELETE", f"/subscriptions/{_id(subscription_id)}", expected=(200, 204))
         except GraphNotFoundError:
             return
 

@@ -208,6 +208,18 @@ async def test_keepalive_on_an_ended_call_is_not_found(graph: GraphClient) -> No
         await graph.keep_alive(call.id or "")
 
 
+async def test_an_id_is_one_path_segment_and_cannot_reach_another_resource(graph: GraphClient) -> None:
+    call = await established_call(graph)
+    assert call.id
+    for crafted in (f"x/../{call.id}", f"{call.id}/..", f"{call.id}?$select=id", f"{call.id}#x", "%2e%2e"):
+        with pytest.raises(GraphAPIError):  # a literal id, which no call has (404, or 400 for an encoded '/')
+            await graph.get_call(crafted)
+    for dots in ("", ".", ".."):
+        with pytest.raises(ValueError, match="not a Graph id"):
+            await graph.hang_up(dots)
+    assert (await graph.get_call(call.id)).state == CallState.ESTABLISHED  # and nothing happened to the real one
+
+
 # -- IVR ------------------------------------------------------------------------------------------------------
 
 

@@ -163,8 +163,9 @@ async def close_peer(pc: RTCPeerConnection, timeout_s: float = PEER_CLOSE_S) -> 
 
     aiortc's close stops each receiver and sender by waiting for their RTP and RTCP tasks to say they exited; a task
     that died of an exception never says so, and the close would wait forever (and with it a WHIP DELETE, a call's
-    end, a shutdown). Past ``timeout_s`` that close is abandoned and the connection's senders and DTLS and ICE
-    transports are stopped directly, each bounded the same way, so its sockets are released all the same.
+    end, a shutdown). Past ``timeout_s`` that close is abandoned: the receivers' decoder threads are ended and the
+    senders and DTLS and ICE transports stopped directly, each bounded the same way, so the connection's threads and
+    sockets are released all the same.
     """
     closing = asyncio.ensure_future(pc.close())
     done, _ = await asyncio.wait({closing}, timeout=timeout_s)
@@ -176,6 +177,10 @@ async def close_peer(pc: RTCPeerConnection, timeout_s: float = PEER_CLOSE_S) -> 
         await closing
     logger.warning("media: a peer connection was still closing after %.0f s; its transports were stopped", timeout_s)
     for transceiver in pc.getTransceivers():
+        # aiortc's receiver runs its decoder on a thread that only its stop ends; a thread left waiting would keep
+        # the process from exiting.
+        with contextlib.suppress(Exception):
+            getattr(transceiver.receiver, "_handle_disconnect", lambda: None)()
         dtls = transceiver.receiver.transport
         steps: list[Awaitable[None]] = [transceiver.sender.stop(), dtls.stop(), dtls.transport.stop()]
         for step in steps:

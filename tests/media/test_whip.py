@@ -4,6 +4,7 @@ connection is closed even when aiortc's own close would wait forever."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
@@ -100,11 +101,12 @@ async def test_a_healthy_peer_connection_closes_through_aiortc() -> None:
 async def test_a_close_that_would_wait_forever_still_releases_the_transports(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    decoders = {t for t in threading.enumerate() if t.name == "audio-decoder"}  # other tests' are not ours
     pair = await connected_pair()
     publisher, bot, audio = pair.publisher, pair.bot, pair.audio
     never = asyncio.Event()
 
-    async def stuck() -> None:  # what a receiver whose RTCP task died does: wait for an exit that never comes
+    async def stuck() -> None:  # what the stop of a receiver whose RTCP task died did: wait for an exit that never came
         await never.wait()
 
     monkeypatch.setattr(audio.receiver, "stop", stuck)
@@ -112,6 +114,8 @@ async def test_a_close_that_would_wait_forever_still_releases_the_transports(
         assert await close_peer(bot, timeout_s=0.5) is False
         dtls = audio.receiver.transport
         assert dtls.state == "closed" and dtls.transport.state == "closed"
+        left = [t for t in threading.enumerate() if t.name == "audio-decoder" and t not in decoders]
+        assert not left  # a decoder thread left waiting would keep the process from exiting
         assert "still closing" in caplog.text
     finally:
         await publisher.close()

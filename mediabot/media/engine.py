@@ -107,7 +107,10 @@ class MediaEngine:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for session in list(self._sessions.values()):
-            await self._close(session)
+            try:
+                await self._close(session)
+            except Exception:  # one session's failure must not leave the others' files unfinished
+                logger.exception("media %s: closing it failed; the other sessions are closed all the same", session.key)
         if self._started:
             await asyncio.to_thread(self._io.close)
             self._started = False

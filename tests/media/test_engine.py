@@ -256,3 +256,23 @@ async def test_start_repairs_recordings_a_killed_process_left(tmp_path: Path) ->
     assert json.loads((out / "killed" / "call.json").read_text())["recovered"] is True
     assert "recovered" not in json.loads((out / "finished" / "call.json").read_text())  # finished calls untouched
     assert engine.repaired == (out / "killed",)  # what the service indexes again
+
+
+async def test_stop_closes_every_session_even_when_one_close_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mediabot.media.engine import MediaEngine
+    from mediabot.media.session import MediaOptions
+
+    engine = MediaEngine(MediaOptions(public_url="https://bot.example", output_dir=tmp_path / "out"))
+    await engine.start()
+    broken, first, last = (engine.open_session(call) for call in ("call-broken", "call-a", "call-b"))
+
+    async def fails() -> dict[str, object]:
+        raise OSError("the disk went away")
+
+    monkeypatch.setattr(broken, "close", fails)
+    await engine.stop()
+    assert first.closed and last.closed
+    assert json.loads((tmp_path / "out" / "call-b" / "call.json").read_text())["complete"] is True
+    assert "closing it failed" in caplog.text and "the disk went away" in caplog.text

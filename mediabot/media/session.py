@@ -75,6 +75,8 @@ _warned_stock_receive = False
 MAIN_SOURCE = "main"
 TICK_S = 0.25
 RECORDER_HOLD_S = 3.0
+DRAIN_QUIET_S = 0.06  # a DELETEd publisher's last packets: three packet times without one means none is coming
+DRAIN_MAX_S = 1.0  # a publisher that keeps streaming after its DELETE is cut off here
 READER_END_S = 2.0  # a closed receiver's last frames are queued already: its reader ends within a few loop turns
 RTP_POLL_TICKS = 4  # RTP receive counters are refreshed every second
 # A segment whose voiced part is mostly DTMF (tones ± the gap between digits) is a keypad, not speech.
@@ -589,10 +591,12 @@ class MediaSession:
         ):
             self._lost_at = self.clock.now()
             self._lost_reason = reason
-        with contextlib.suppress(Exception):  # the counters are a report; a broken transport must not stop the close
-            await connection.poll_rtp(self.clock.now())
         # aiortc starts the receiver (whose stop ends the track, so the reader returns) only once DTLS connected.
         started = connection.transceiver.receiver.transport.state not in ("new", "connecting")
+        if reason is EndReason.DELETED and started and connection.receives:
+            await self._drain(connection)
+        with contextlib.suppress(Exception):  # the counters are a report; a broken transport must not stop the close
+            await connection.poll_rtp(self.clock.now())
         await close_peer(connection.pc)
         if connection.task is not None:
             await self._end_reader(connection, connection.task, READER_END_S if started else 0.0)
@@ -608,6 +612,19 @@ class MediaSession:
             self.on_empty(self)
         self.event("source_disconnected", source_id=connection.source_id, reason=str(reason), **_stats(connection))
         return True
+
+    async def _drain(self, connection: SourceConnection) -> None:
+        """Take what a publisher sent just before its DELETE: the request can be read before the last packets are
+        (they arrive on another socket, and a busy loop serves sockets in any order). Waits until no frame has come
+        for :data:`DRAIN_QUIET_S`, for at most :data:`DRAIN_MAX_S`."""
+        stats = connection.pipeline.stats
+        deadline = self.clock.now() + DRAIN_MAX_S
+        seen = stats.frames_in
+        while True:
+            await asyncio.sleep(DRAIN_QUIET_S)
+            if stats.frames_in == seen or self.clock.now() >= deadline:
+                return
+            seen = stats.frames_in
 
     async def _end_reader(self, connection: SourceConnection, task: asyncio.Task[None], wait_s: float) -> None:
         """Let the reader take the frames the closed receiver still queued, for at most ``wait_s``; then cancel it.

@@ -76,6 +76,7 @@ CONNECT_AHEAD_S = 1.0
 CONNECT_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 10.0
 KEEPALIVE_EXPIRY_S = 2.0
+HANDOVER_WAITS = 50  # packet times a late loop gets to hand its last packets over before the DELETE (1 s)
 MAX_FILLED_GAP = 60 * SCENARIO_RATE
 MAIN_CHUNK = 10 * SCENARIO_RATE
 AUDIBLE_PEAK = 100
@@ -168,6 +169,11 @@ class PacedPacketTrack(MediaStreamTrack):
             start_s=participant.join_at,
             clock=clock,
         )
+
+    @property
+    def all_sent(self) -> bool:
+        """Whether every kept packet has been handed to the sender."""
+        return self.sent >= self._kept.size
 
     @property
     def last_release_s(self) -> float:
@@ -520,6 +526,11 @@ class RelayRun:
         if session.track is not None:
             # Jitter may hold the last packet back past the end; it goes out before the session ends.
             await self._sleep_until(session.track.last_release_s + PACKET_S)
+            # A loop that ran late has not handed the last packets to the sender yet: they go out first.
+            for _ in range(HANDOVER_WAITS):
+                if session.track.all_sent:
+                    break
+                await asyncio.sleep(PACKET_S)
         await asyncio.shield(self._finish(session))
 
     async def _sleep_until(self, scenario_s: float) -> None:

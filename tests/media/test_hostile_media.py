@@ -563,3 +563,28 @@ async def test_a_report_field_the_peer_overflows_does_not_stall_the_close(served
     events = (served.engine.options.output_dir / "call-jitter" / "events.jsonl").read_text().splitlines()
     [noise] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == "9"]
     assert noise["rtp"]["rtcp_unsent"] >= 1 and noise["reason"] == "deleted"
+
+
+async def test_what_a_publisher_sent_just_before_its_delete_is_kept(served: Served) -> None:
+    session = served.engine.open_session("call-tail")
+    roster(session)
+    peer = await connect(served, session, "9", SilentTrack())
+    insider = Insider(peer, np.random.default_rng(12))
+    burst = opus_packets(100)
+    for payload in burst:  # sent without yielding to the loop: all in the bot's socket buffer before the DELETE
+        insider.seq, insider.ts = (insider.seq + 1) % 2**16, (insider.ts + 960) % 2**32
+        packet = RtpPacket(
+            payload_type=insider.opus,
+            sequence_number=insider.seq,
+            timestamp=insider.ts,
+            ssrc=insider.ssrc,
+            payload=payload,
+        )
+        await insider.transport._send_rtp(packet.serialize())
+    # The bot reads one datagram per loop turn: without the drain, its DELETE handler closed the connection long
+    # before the last of these were read.
+    await unpublish(served, session, peer)
+    await served.engine.release("call-tail")
+    events = (served.engine.options.output_dir / "call-tail" / "events.jsonl").read_text().splitlines()
+    [end] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == "9"]
+    assert end["rtp"]["packets"] == len(burst) and end["frames_in"] == len(burst)

@@ -618,11 +618,10 @@ class MediaSession:
         (they arrive on another socket, and a busy loop serves sockets in any order). Waits until no frame has come
         for :data:`DRAIN_QUIET_S`, for at most :data:`DRAIN_MAX_S`."""
         stats = connection.pipeline.stats
-        deadline = self.clock.now() + DRAIN_MAX_S
         seen = stats.frames_in
-        while True:
+        for _ in range(round(DRAIN_MAX_S / DRAIN_QUIET_S)):
             await asyncio.sleep(DRAIN_QUIET_S)
-            if stats.frames_in == seen or self.clock.now() >= deadline:
+            if stats.frames_in == seen:
                 return
             seen = stats.frames_in
 

@@ -52,7 +52,7 @@ from av import AudioFrame
 from mediabot.media.engine import MediaEngine
 from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.receive import payload_codecs
-from mediabot.media.session import MediaSession, RosterEntry
+from mediabot.media.session import MediaSession, RosterEntry, SourceConnection
 
 from .conftest import RATE, PacedTrack, serving_whip, wav_header_matches, whip_options
 
@@ -504,64 +504,81 @@ async def next_receiver_report(peer: Peer) -> None:
             await asyncio.sleep(0.1)
 
 
-async def test_a_flood_of_ssrcs_from_the_peer_is_dropped_and_its_reports_go_on(served: Served) -> None:
-    rng = np.random.default_rng(10)
-    session = served.engine.open_session("call-ssrcs")
+@dataclasses.dataclass
+class Pair:
+    """A session with a legitimate source streaming the clip ("7") and an inside peer that sends only crafted
+    packets ("9"), with their bot-side connections."""
+
+    session: MediaSession
+    track: PacedTrack
+    legit: Peer
+    legit_connection: SourceConnection
+    peer: Peer
+    insider: Insider
+    connection: SourceConnection
+
+
+async def legit_and_insider(served: Served, call: str, seed: int) -> Pair:
+    session = served.engine.open_session(call)
     roster(session)
-    track, legit, _connection = await _stream_then(served, session)
-    insider_peer = await connect(served, session, "9", SilentTrack())
-    insider = Insider(insider_peer, rng)
+    track, legit, legit_connection = await _stream_then(served, session)
+    peer = await connect(served, session, "9", SilentTrack())
     connection = next(c for c in session.connections() if c.source_id == "9")
+    return Pair(session, track, legit, legit_connection, peer, Insider(peer, np.random.default_rng(seed)), connection)
+
+
+def source_end(served: Served, call: str, source: str) -> dict[str, Any]:
+    """The ``source_disconnected`` event of one source of a finished call."""
+    events = (served.engine.options.output_dir / call / "events.jsonl").read_text().splitlines()
+    [end] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == source]
+    return end
+
+
+async def test_a_flood_of_ssrcs_from_the_peer_is_dropped_and_its_reports_go_on(served: Served) -> None:
+    pair = await legit_and_insider(served, "call-ssrcs", 10)
+    insider, guard = pair.insider, pair.connection.guard
     for payload in opus_packets(20):  # the peer's own stream, which the bot reports on
         await insider.rtp(payload)
-    await next_receiver_report(insider_peer)
+    await next_receiver_report(pair.peer)
     # Each new SSRC used to add a report block to every receiver report, for good: past about 60 the report no
     # longer fitted a packet, the receiver's RTCP task died, and closing the connection waited for it forever.
-    foreign = {int(s) for s in rng.integers(0, 2**32, 200)} - {insider.ssrc}
+    foreign = {int(s) for s in insider.rng.integers(0, 2**32, 200)} - {insider.ssrc}
     for ssrc in foreign:
-        await insider.rtp(opus_packets(1)[0], ssrc=ssrc, seq=int(rng.integers(0, 2**16)))
-    await next_receiver_report(insider_peer)
-    await next_receiver_report(insider_peer)
-    assert connection.guard is not None and connection.guard.ssrcs == {insider.ssrc}
-    assert connection.guard.foreign == len(foreign)
+        await insider.rtp(opus_packets(1)[0], ssrc=ssrc, seq=int(insider.rng.integers(0, 2**16)))
+    await next_receiver_report(pair.peer)
+    await next_receiver_report(pair.peer)
+    assert guard is not None and guard.ssrcs == {insider.ssrc} and guard.foreign == len(foreign)
     async with asyncio.timeout(30):  # a guard against the hang this test is about, not a timing
-        await unpublish(served, session, insider_peer)
-    await track.finished.wait()
-    await unpublish(served, session, legit)
+        await unpublish(served, pair.session, pair.peer)
+    await pair.track.finished.wait()
+    await unpublish(served, pair.session, pair.legit)
     await served.engine.release("call-ssrcs")
-    events = (served.engine.options.output_dir / "call-ssrcs" / "events.jsonl").read_text().splitlines()
-    [noise] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == "9"]
+    noise = source_end(served, "call-ssrcs", "9")
     assert noise["rtp"]["foreign_ssrc"] == len(foreign) and noise["reason"] == "deleted"
 
 
 async def test_a_report_field_the_peer_overflows_does_not_stall_the_close(served: Served) -> None:
-    rng = np.random.default_rng(11)
-    session = served.engine.open_session("call-jitter")
-    roster(session)
-    track, legit, legit_connection = await _stream_then(served, session)
-    insider_peer = await connect(served, session, "9", SilentTrack())
-    insider = Insider(insider_peer, rng)
-    connection = next(c for c in session.connections() if c.source_id == "9")
-    assert connection.guard is not None
+    pair = await legit_and_insider(served, "call-jitter", 11)
+    guard = pair.connection.guard
+    assert guard is not None
     # aiortc's interarrival jitter subtracts raw 32-bit timestamps: swinging between 2^32 - 1 and 0, each swing to 0
     # after a pause, pushes it past the report's 32-bit field, and building the report raised inside its RTCP task.
     payload = opus_packets(1)[0]
     for index in range(300):
         if index % 2:
             await asyncio.sleep(0.02)
-        await insider.rtp(payload, ts=0 if index % 2 else 2**32 - 1)
+        await pair.insider.rtp(payload, ts=0 if index % 2 else 2**32 - 1)
     async with asyncio.timeout(10):  # the next report is due within 1.5 s: a guard, not a timing
-        while connection.guard.rtcp_unsent == 0:  # noqa: ASYNC110 - reports are built on aiortc's schedule
+        while guard.rtcp_unsent == 0:  # noqa: ASYNC110 - reports are built on aiortc's schedule
             await asyncio.sleep(0.1)
-    frames = legit_connection.pipeline.stats.frames_in
+    frames = pair.legit_connection.pipeline.stats.frames_in
     async with asyncio.timeout(30):  # a guard against the hang this test is about, not a timing
-        await unpublish(served, session, insider_peer)
-    await track.finished.wait()
-    assert legit_connection.pipeline.stats.frames_in > frames  # the other source kept streaming meanwhile
-    await unpublish(served, session, legit)
+        await unpublish(served, pair.session, pair.peer)
+    await pair.track.finished.wait()
+    assert pair.legit_connection.pipeline.stats.frames_in > frames  # the other source kept streaming meanwhile
+    await unpublish(served, pair.session, pair.legit)
     await served.engine.release("call-jitter")
-    events = (served.engine.options.output_dir / "call-jitter" / "events.jsonl").read_text().splitlines()
-    [noise] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == "9"]
+    noise = source_end(served, "call-jitter", "9")
     assert noise["rtp"]["rtcp_unsent"] >= 1 and noise["reason"] == "deleted"
 
 
@@ -585,6 +602,5 @@ async def test_what_a_publisher_sent_just_before_its_delete_is_kept(served: Serv
     # before the last of these were read.
     await unpublish(served, session, peer)
     await served.engine.release("call-tail")
-    events = (served.engine.options.output_dir / "call-tail" / "events.jsonl").read_text().splitlines()
-    [end] = [e for e in map(json.loads, events) if e["type"] == "source_disconnected" and e["source_id"] == "9"]
+    end = source_end(served, "call-tail", "9")
     assert end["rtp"]["packets"] == len(burst) and end["frames_in"] == len(burst)

@@ -240,14 +240,19 @@ async def connected_pair(*, declare_ssrc: bool = True) -> AnsweredPair:
         offer = "".join(line for line in offer.splitlines(keepends=True) if not line.startswith("a=ssrc"))
     bot, audio, answer = await answer_offer(offer)
     guard = guard_receiver(audio.receiver, declared_ssrcs(offer))
+    await answer_and_connect(bot, publisher, answer)
+    return AnsweredPair(publisher, bot, audio, guard)
+
+
+async def answer_and_connect(watched: RTCPeerConnection, publisher: RTCPeerConnection, answer: str) -> None:
+    """Give ``publisher`` the bot's answer and wait until ``watched`` (either side) is connected."""
     connected = asyncio.Event()
 
-    @bot.on("connectionstatechange")
+    @watched.on("connectionstatechange")
     def _changed() -> None:
-        if bot.connectionState == "connected":
+        if watched.connectionState == "connected":
             connected.set()
 
     await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     async with asyncio.timeout(20):  # a guard against no connection, not a timing
         await connected.wait()
-    return AnsweredPair(publisher, bot, audio, guard)

@@ -43,7 +43,7 @@ import numpy.typing as npt
 import pytest
 import soxr
 from aioice import stun
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from aiortc.stats import RTCRemoteInboundRtpStreamStats
@@ -54,10 +54,9 @@ from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.receive import payload_codecs
 from mediabot.media.session import MediaSession, RosterEntry, SourceConnection
 
-from .conftest import RATE, PacedTrack, serving_whip, wav_header_matches, whip_options
+from .conftest import RATE, PacedTrack, answer_and_connect, serving_whip, wav_header_matches, whip_options
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
-CONNECT_TIMEOUT_S = 20.0
 JUMP_S = 120  # how far ahead the one bad timestamp is
 FRAME_16K = 320
 
@@ -165,16 +164,7 @@ async def connect(served: Served, session: MediaSession, source: str, track: Med
     )
     assert response.status_code == 201, response.text
     answer = response.text
-    connected = asyncio.Event()
-
-    @pc.on("connectionstatechange")
-    def _changed() -> None:
-        if pc.connectionState == "connected":
-            connected.set()
-
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-    async with asyncio.timeout(CONNECT_TIMEOUT_S):
-        await connected.wait()
+    await answer_and_connect(pc, pc, answer)
     ports = sorted({int(p) for p in re.findall(r"a=candidate:\S+ 1 udp \d+ 127\.0\.0\.1 (\d+) typ host", answer)})
     assert ports, "the bot offered no loopback candidate"
     bot_ufrag = re.search(r"a=ice-ufrag:(\S+)", answer)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import http.server
+import logging
 import os
 import ssl
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mediabot.sandbox import SandboxServer
+from mediabot import Settings
+from mediabot.logs import CHATTY_LOGGERS, PACKET_LOGGERS
+from mediabot.sandbox import AppRegistration, SandboxServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,3 +93,34 @@ def open_umask() -> Iterator[None]:
         yield
     finally:
         os.umask(old)
+
+
+def sandbox_settings(sandbox: SandboxServer, app: AppRegistration | None = None, **overrides: Any) -> Settings:
+    """Settings for a bot using the sandbox, as its printed environment would give them."""
+    app = app or sandbox.default_app
+    values: dict[str, Any] = {
+        "tenant_id": sandbox.tenant_id,
+        "client_id": app.client_id,
+        "client_secret": app.client_secret,
+        "authority": sandbox.authority,
+        "graph_url": sandbox.graph_url,
+        "ca_bundle": sandbox.ca_path,
+        "graph_max_backoff": 0.05,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """A test may reconfigure the root logger and the chatty libraries' levels; put them back as they were."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    levels = {name: logging.getLogger(name).level for name in (*CHATTY_LOGGERS, *PACKET_LOGGERS)}
+    yield
+    for handler in [h for h in root.handlers if h not in handlers]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(level)
+    for name, old in levels.items():
+        logging.getLogger(name).setLevel(old)

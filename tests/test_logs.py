@@ -9,7 +9,6 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from mediabot import Settings
 from mediabot._errors import ConfigError
 from mediabot.cli import app, main
 from mediabot.logs import (
-    CHATTY_LOGGERS,
     PACKET_LOGGERS,
     bind_log_context,
     configure_logging,
@@ -38,19 +36,7 @@ logger = logging.getLogger("tests.logs")
 ISO_MS_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """Every test may reconfigure the root logger; put it back as it was."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    chatty = {name: logging.getLogger(name).level for name in (*CHATTY_LOGGERS, *PACKET_LOGGERS)}
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
-    for name, chatty_level in chatty.items():
-        logging.getLogger(name).setLevel(chatty_level)
+pytestmark = pytest.mark.usefixtures("restore_logging")  # every test may reconfigure the root logger
 
 
 def json_lines(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import io
 import json
-import logging
 import os
 import re
 import ssl
@@ -38,27 +37,13 @@ import pytest
 
 from mediabot import demo_call
 from mediabot.demo import SandboxProcess
-from mediabot.logs import CHATTY_LOGGERS, PACKET_LOGGERS, configure_logging, redact
+from mediabot.logs import configure_logging, redact
 from mediabot.media.blob import MediaConfigBlob
 
 CLIPS = Path(__file__).parent.parent / "mediabot" / "sandbox" / "scenarios"
 JWT = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.?[A-Za-z0-9_-]*")
 ICE_PWD = re.compile(r"a=ice-pwd:(?!\*\*\*)\S")
 SPY_TIMEOUT_S = 60.0
-
-
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    levels = {name: logging.getLogger(name).level for name in (*CHATTY_LOGGERS, *PACKET_LOGGERS)}
-    yield
-    for handler in [h for h in root.handlers if h not in handlers]:
-        root.removeHandler(handler)
-        handler.close()
-    root.setLevel(level)
-    for name, old in levels.items():
-        logging.getLogger(name).setLevel(old)
 
 
 class Spy:
@@ -171,7 +156,7 @@ def _pem_bodies(folder: Path) -> dict[str, str]:
 
 
 def test_a_whole_call_at_debug_logs_no_secret(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], _restore_logging: None
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], restore_logging: None
 ) -> None:
     monkeypatch.setenv("MEDIABOT_LOG_LEVEL", "DEBUG")
     monkeypatch.setenv("MEDIABOT_LOG_FORMAT", "json")

@@ -31,7 +31,7 @@ from mediabot.media.ice import allow_loopback_candidates, guard_datagrams
 from mediabot.media.pipeline import StreamPipeline
 from mediabot.media.prompt import Prompt, PromptError, load_prompt
 from mediabot.media.recorder import RecorderIO
-from mediabot.media.rtpguard import declared_ssrcs, guard_receiver
+from mediabot.media.rtpguard import guard_receiver
 from mediabot.media.session import (
     MAIN_SOURCE,
     EndReason,
@@ -379,7 +379,7 @@ class MediaEngine:
         offer, info = check_offer(body, self.options.max_sdp_bytes)
         send = session.prompt_track if source_id == MAIN_SOURCE else None
         pc, transceiver, answer = await answer_offer(offer, send_track=send)
-        guard = guard_receiver(transceiver.receiver, declared_ssrcs(offer))
+        guard = guard_receiver(transceiver.receiver, info.ssrcs)
         codec = next((c for c in info.audio_codecs if c.lower() in ("audio/opus", "audio/pcmu")), "")
         connection = SourceConnection(
             resource_id=secrets.token_urlsafe(9),

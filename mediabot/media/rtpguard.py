@@ -29,9 +29,8 @@ from dataclasses import dataclass, field
 from aiortc import RTCRtpReceiver
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtp import AnyRtcpPacket, RtpPacket
-from aiortc.sdp import SessionDescription
 
-__all__ = ["ReceiverGuard", "declared_ssrcs", "guard_receiver"]
+__all__ = ["ReceiverGuard", "guard_receiver"]
 
 logger = logging.getLogger(__name__)
 _warned_unguarded = False
@@ -44,12 +43,6 @@ class ReceiverGuard:
     ssrcs: set[int] = field(default_factory=set)
     foreign: int = 0
     rtcp_unsent: int = 0
-
-
-def declared_ssrcs(sdp: str) -> set[int]:
-    """The SSRCs a (remote) session description declares for its audio (``a=ssrc`` lines)."""
-    parsed = SessionDescription.parse(sdp)
-    return {info.ssrc for media in parsed.media if media.kind == "audio" for info in media.ssrc}
 
 
 def guard_receiver(receiver: RTCRtpReceiver, ssrcs: Iterable[int] = ()) -> ReceiverGuard | None:

@@ -72,10 +72,12 @@ class WhipUnsupported(WhipError):
 
 @dataclass(frozen=True, slots=True)
 class OfferInfo:
-    """What an offer carries: the audio codecs offered (MIME types, in order) and its media kinds."""
+    """What an offer carries: the audio codecs offered (MIME types, in order), its media kinds, and the SSRCs its
+    audio declares (``a=ssrc``; empty when the sender leaves them unsignaled)."""
 
     audio_codecs: tuple[str, ...]
     kinds: tuple[str, ...]
+    ssrcs: frozenset[int] = frozenset()
 
 
 def check_offer(body: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
@@ -110,7 +112,8 @@ def check_offer(body: bytes, max_bytes: int) -> tuple[str, OfferInfo]:
             raise WhipBadOffer("the SDP offer has no ICE credentials (a=ice-ufrag / a=ice-pwd)")
         if not media.dtls or not media.dtls.fingerprints:
             raise WhipBadOffer("the SDP offer has no DTLS fingerprint (a=fingerprint)")
-    return text, OfferInfo(audio_codecs=offered, kinds=kinds)
+    ssrcs = frozenset(info.ssrc for media in audio for info in media.ssrc)
+    return text, OfferInfo(audio_codecs=offered, kinds=kinds, ssrcs=ssrcs)
 
 
 def _audio_preferences() -> list[object]:

@@ -19,6 +19,7 @@ from mediabot.media.plane import MediaPlane
 from mediabot.service.auth import CONSOLE_COOKIE, is_console_session, key_matches, same_origin
 
 __all__ = [
+    "API_KEY_ERRORS",
     "AuthenticatorDep",
     "BotDep",
     "CallRecordsDep",
@@ -54,6 +55,12 @@ MediaDep = Annotated[MediaPlane[Any] | None, Depends(_from_state("media"))]
 CallRecordsDep = Annotated[deque[CallRecord], Depends(_from_state("call_records"))]
 
 _bearer = HTTPBearer(auto_error=False)
+
+# What every route behind :func:`require_api_key` may answer before its own work (for the OpenAPI spec).
+API_KEY_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid API key (or console session)."},
+    403: {"description": "A console-cookie request that changes state came from another origin."},
+}
 
 
 async def require_api_key(

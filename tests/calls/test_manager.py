@@ -21,7 +21,6 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from mediabot import Settings
 from mediabot._errors import GraphError
 from mediabot.calls import (
     AnswerDecision,
@@ -46,6 +45,7 @@ from mediabot.media.vad import SpeechSegment
 from mediabot.sandbox import SandboxServer
 from mediabot.service import create_app
 from mediabot.service.app import media_options
+from tests.conftest import sandbox_settings
 
 from .conftest import (
     CALLBACK,
@@ -863,19 +863,11 @@ async def serving_bot(
     sock.bind(("127.0.0.1", 0))
     sock.listen(64)
     base_url = f"https://127.0.0.1:{sock.getsockname()[1]}"
-    env = sandbox.env
-    settings = Settings(
-        _env_file=None,
-        tenant_id=env["MEDIABOT_TENANT_ID"],
-        client_id=env["MEDIABOT_CLIENT_ID"],
-        client_secret=env["MEDIABOT_CLIENT_SECRET"],
-        authority=env["MEDIABOT_AUTHORITY"],
-        graph_url=env["MEDIABOT_GRAPH_URL"],
-        ca_bundle=env["MEDIABOT_CA_BUNDLE"],
-        callback_openid_url=env.get("MEDIABOT_CALLBACK_OPENID_URL", f"{sandbox.base_url}/callback/none"),
+    settings = sandbox_settings(
+        sandbox,
+        callback_openid_url=sandbox.env.get("MEDIABOT_CALLBACK_OPENID_URL", f"{sandbox.base_url}/callback/none"),
         public_url=base_url,
         api_key=API_KEY,
-        graph_max_backoff=0.05,
         output_dir=out,
         transcriber="none",
         media_idle_timeout=IDLE_S,

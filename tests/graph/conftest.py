@@ -13,27 +13,11 @@ import pytest
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from mediabot import Settings
 from mediabot.graph import GraphClient
-from mediabot.sandbox import AppRegistration, SandboxServer
+from mediabot.sandbox import SandboxServer
+from tests.conftest import sandbox_settings
 
 SCHEMA_BASE = "https://msgraph-contract.local/schemas/v1.0/"
-
-
-def sandbox_settings(sandbox: SandboxServer, app: AppRegistration | None = None, **overrides: Any) -> Settings:
-    """Settings for a bot using the sandbox, as its printed environment would give them."""
-    app = app or sandbox.default_app
-    values: dict[str, Any] = {
-        "tenant_id": sandbox.tenant_id,
-        "client_id": app.client_id,
-        "client_secret": app.client_secret,
-        "authority": sandbox.authority,
-        "graph_url": sandbox.graph_url,
-        "ca_bundle": sandbox.ca_path,
-        "graph_max_backoff": 0.05,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)
 
 
 class RecordingTransport(httpx.AsyncBaseTransport):

@@ -25,9 +25,9 @@ from fastapi import FastAPI
 
 from mediabot.media.engine import MediaEngine
 from mediabot.media.ice import allow_loopback_candidates
-from mediabot.media.rtpguard import ReceiverGuard, declared_ssrcs, guard_receiver
+from mediabot.media.rtpguard import ReceiverGuard, guard_receiver
 from mediabot.media.session import MediaOptions
-from mediabot.media.whip import answer_offer
+from mediabot.media.whip import answer_offer, check_offer
 from mediabot.service.routes import whip
 from mediabot.store.layout import wav_info
 
@@ -239,7 +239,7 @@ async def connected_pair(*, declare_ssrc: bool = True) -> AnsweredPair:
     if not declare_ssrc:
         offer = "".join(line for line in offer.splitlines(keepends=True) if not line.startswith("a=ssrc"))
     bot, audio, answer = await answer_offer(offer)
-    guard = guard_receiver(audio.receiver, declared_ssrcs(offer))
+    guard = guard_receiver(audio.receiver, check_offer(offer.encode(), len(offer))[1].ssrcs)
     await answer_and_connect(bot, publisher, answer)
     return AnsweredPair(publisher, bot, audio, guard)
 
@@ -256,3 +256,14 @@ async def answer_and_connect(watched: RTCPeerConnection, publisher: RTCPeerConne
     await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
     async with asyncio.timeout(20):  # a guard against no connection, not a timing
         await connected.wait()
+
+
+def best_lag_correlation(recorded: npt.NDArray[np.int16], reference: npt.NDArray[np.int16]) -> tuple[int, float]:
+    """The lag (samples) at which ``reference`` best matches ``recorded``, and the normalised correlation there."""
+    a = recorded.astype(np.float64)
+    b = reference.astype(np.float64)
+    size = 1 << int(np.ceil(np.log2(a.size + b.size)))
+    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: a.size]
+    lag = int(np.argmax(xc))
+    window = a[lag : lag + b.size]
+    return lag, float(np.dot(window, b[: window.size]) / (np.linalg.norm(window) * np.linalg.norm(b) + 1e-9))

@@ -16,7 +16,7 @@ from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.prompt import PromptError
 from mediabot.media.session import RosterEntry
 
-from .conftest import RATE, WhipServer, offer_for
+from .conftest import RATE, WhipServer, best_lag_correlation, offer_for
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 
@@ -29,17 +29,6 @@ def read_wav(path: Path) -> tuple[int, npt.NDArray[np.int16]]:
 def speech_48k() -> npt.NDArray[np.int16]:
     rate, samples = read_wav(FIXTURES / "speech_fox.wav")
     return soxr.resample(samples, rate, RATE).astype(np.int16)
-
-
-def best_lag_correlation(recorded: npt.NDArray[np.int16], reference: npt.NDArray[np.int16]) -> tuple[int, float]:
-    """The lag (samples) at which ``reference`` best matches ``recorded``, and the normalised correlation there."""
-    a = recorded.astype(np.float64)
-    b = reference.astype(np.float64)
-    size = 1 << int(np.ceil(np.log2(a.size + b.size)))
-    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: a.size]
-    lag = int(np.argmax(xc))
-    window = a[lag : lag + b.size]
-    return lag, float(np.dot(window, b[: window.size]) / (np.linalg.norm(window) * np.linalg.norm(b) + 1e-9))
 
 
 async def test_errors_are_clear_and_change_nothing(whip_server: WhipServer) -> None:

@@ -54,7 +54,15 @@ from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.receive import payload_codecs
 from mediabot.media.session import MediaSession, RosterEntry, SourceConnection
 
-from .conftest import RATE, PacedTrack, answer_and_connect, serving_whip, wav_header_matches, whip_options
+from .conftest import (
+    RATE,
+    PacedTrack,
+    answer_and_connect,
+    best_lag_correlation,
+    serving_whip,
+    wav_header_matches,
+    whip_options,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "audio"
 JUMP_S = 120  # how far ahead the one bad timestamp is
@@ -92,16 +100,6 @@ def opus_packets(count: int) -> list[bytes]:
         frame.pts = index * 960
         payloads.extend(bytes(packet) for packet in encoder.encode(frame))
     return payloads[:count]
-
-
-def best_lag_correlation(recorded: npt.NDArray[np.int16], reference: npt.NDArray[np.int16]) -> tuple[int, float]:
-    a = recorded.astype(np.float64)
-    b = reference.astype(np.float64)
-    size = 1 << int(np.ceil(np.log2(a.size + b.size)))
-    xc = np.fft.irfft(np.fft.rfft(a, size) * np.conj(np.fft.rfft(b, size)), size)[: a.size]
-    lag = int(np.argmax(xc))
-    window = a[lag : lag + b.size]
-    return lag, float(np.dot(window, b[: window.size]) / (np.linalg.norm(window) * np.linalg.norm(b) + 1e-9))
 
 
 class SilentTrack(MediaStreamTrack):

@@ -10,7 +10,6 @@ import pytest
 from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket, RtpPacket
 
 from mediabot.media.receive import payload_codecs
-from mediabot.media.rtpguard import declared_ssrcs
 from mediabot.media.whip import close_peer
 
 from .conftest import AnsweredPair, connected_pair
@@ -33,14 +32,6 @@ def report(ssrc: int, jitter: int = 0) -> RtcpReceiverInfo:
 async def closed(pair: AnsweredPair) -> None:
     await close_peer(pair.bot)
     await pair.publisher.close()
-
-
-def test_the_ssrcs_an_offer_declares_are_read_from_its_audio_section() -> None:
-    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-    offer += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"
-    offer += "a=rtpmap:111 opus/48000/2\r\na=ssrc:1234 cname:x\r\na=ssrc:1234 msid:a b\r\na=ssrc:99 cname:x\r\n"
-    assert declared_ssrcs(offer) == {1234, 99}
-    assert declared_ssrcs(offer.split("a=ssrc")[0]) == set()
 
 
 async def test_a_declared_ssrc_is_followed_and_strangers_are_dropped_before_the_router_learns_them() -> None:

@@ -119,3 +119,13 @@ async def test_a_close_that_would_wait_forever_still_releases_the_transports(
         assert "still closing" in caplog.text
     finally:
         await publisher.close()
+
+
+def test_the_ssrcs_an_offer_declares_are_read_from_its_audio_section() -> None:
+    offer = "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    offer += "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\n"
+    offer += "a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef01234567\r\n"
+    offer += "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\na=setup:actpass\r\n"
+    offer += "a=rtpmap:111 opus/48000/2\r\na=ssrc:1234 cname:x\r\na=ssrc:1234 msid:a b\r\na=ssrc:99 cname:x\r\n"
+    assert check_offer(offer.encode(), 4096)[1].ssrcs == {1234, 99}
+    assert check_offer(offer.split("a=ssrc")[0].encode(), 4096)[1].ssrcs == set()

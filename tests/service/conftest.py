@@ -105,3 +105,16 @@ def service(sandbox: SandboxServer) -> Iterator[ServiceServer]:
         yield server
     finally:
         server.stop()
+
+
+def incoming_call(call_id: str) -> dict[str, Any]:
+    """A commsNotifications body announcing an incoming call, as Graph POSTs it to the callback."""
+    return {
+        "value": [
+            {
+                "changeType": "created",
+                "resourceUrl": f"/communications/calls/{call_id}",
+                "resourceData": {"@odata.type": "#microsoft.graph.call", "state": "incoming", "direction": "incoming"},
+            }
+        ]
+    }

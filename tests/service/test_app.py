@@ -16,6 +16,7 @@ from mediabot.media.engine import MediaEngine
 from mediabot.sandbox import SandboxServer
 from mediabot.service import call_config, create_app
 from mediabot.service.app import media_options
+from tests.conftest import sandbox_settings
 from tests.service.conftest import ServiceServer
 
 
@@ -185,15 +186,8 @@ async def test_a_failing_shutdown_step_does_not_skip_the_ones_after_it(sandbox: 
             await super().stop()
             raise RuntimeError("stopping broke")
 
-    env = sandbox.env
-    settings = Settings(
-        _env_file=None,
-        tenant_id=env["MEDIABOT_TENANT_ID"],
-        client_id=env["MEDIABOT_CLIENT_ID"],
-        client_secret=env["MEDIABOT_CLIENT_SECRET"],
-        authority=env["MEDIABOT_AUTHORITY"],
-        graph_url=env["MEDIABOT_GRAPH_URL"],
-        ca_bundle=env["MEDIABOT_CA_BUNDLE"],
+    settings = sandbox_settings(
+        sandbox,
         callback_openid_url=sandbox.callback_openid_url,
         public_url="https://127.0.0.1:9",
         transcriber="none",

@@ -45,7 +45,7 @@ from mediabot.sandbox import SandboxServer
 from mediabot.service.auth import CONSOLE_COOKIE, CONSOLE_SESSION_S, console_cookie
 from mediabot.service.deps import require_api_key
 from tests.media.conftest import RATE, offer_for, serving_whip, whip_options
-from tests.service.conftest import API_KEY, ServiceServer, wait_for
+from tests.service.conftest import API_KEY, ServiceServer, incoming_call, wait_for
 
 ISSUER = "https://graph.microsoft.com"
 
@@ -171,25 +171,15 @@ CALLBACK_CASES: dict[str, Callable[[Signer], str | bytes | None]] = {
 }
 
 
-def _incoming(call_id: str) -> dict[str, Any]:
-    return {
-        "value": [
-            {
-                "changeType": "created",
-                "resourceUrl": f"/communications/calls/{call_id}",
-                "resourceData": {"@odata.type": "#microsoft.graph.call", "state": "incoming", "direction": "incoming"},
-            }
-        ]
-    }
-
-
 def _post_callback(service: ServiceServer, call_id: str, authorization: str | bytes | None) -> httpx.Response:
     headers: dict[str, str | bytes] = {"Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
     # A bare client: the fixture's client would add the API key as the bearer.
     with httpx.Client(verify=service.ssl_context, trust_env=False, timeout=30) as client:
-        return client.post(f"{service.base_url}/api/calling", content=json.dumps(_incoming(call_id)), headers=headers)
+        return client.post(
+            f"{service.base_url}/api/calling", content=json.dumps(incoming_call(call_id)), headers=headers
+        )
 
 
 def _graph_requests_about(sandbox: SandboxServer, needle: str) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from mediabot.sandbox import SandboxServer
-from tests.service.conftest import ServiceServer
+from tests.service.conftest import ServiceServer, incoming_call
 
 
 def _token(sandbox: SandboxServer, **claims: Any) -> str:
@@ -39,18 +39,6 @@ def _post(service: ServiceServer, body: Any, token: str) -> httpx.Response:
     )
 
 
-def _incoming(call_id: str) -> dict[str, Any]:
-    return {
-        "value": [
-            {
-                "changeType": "created",
-                "resourceUrl": f"/communications/calls/{call_id}",
-                "resourceData": {"@odata.type": "#microsoft.graph.call", "state": "incoming", "direction": "incoming"},
-            }
-        ]
-    }
-
-
 @pytest.mark.parametrize(
     ("name", "claims"),
     [
@@ -65,7 +53,7 @@ def test_tokens_signed_by_the_right_key_with_wrong_claims_are_refused(
     service: ServiceServer, sandbox: SandboxServer, name: str, claims: dict[str, Any]
 ) -> None:
     call_id = f"refused-{name.replace(' ', '-')}"
-    response = _post(service, _incoming(call_id), _token(sandbox, **claims))
+    response = _post(service, incoming_call(call_id), _token(sandbox, **claims))
     assert response.status_code == 401, name
     assert service.manager.get(call_id) is None
 
@@ -75,7 +63,7 @@ def test_a_tampered_payload_is_refused(service: ServiceServer, sandbox: SandboxS
     claims = json.loads(jwt.utils.base64url_decode(payload))
     claims["aud"] = "someone-else"
     forged = jwt.utils.base64url_encode(json.dumps(claims).encode()).decode()
-    assert _post(service, _incoming("tampered"), f"{header}.{forged}.{signature}").status_code == 401
+    assert _post(service, incoming_call("tampered"), f"{header}.{forged}.{signature}").status_code == 401
     assert service.manager.get("tampered") is None
 
 

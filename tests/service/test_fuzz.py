@@ -51,6 +51,7 @@ from mediabot.sandbox import SandboxServer
 from mediabot.service import create_app
 from mediabot.service._body import CheckedBodyRoute
 from mediabot.service.routes.console import MAX_LOGIN_BODY
+from tests.conftest import sandbox_settings
 
 SOAK = pytest.mark.soak
 API_KEY = "fuzz-api-key-0123456789"
@@ -69,19 +70,11 @@ COUNTED_METRICS = ("mediabot_calls{", "mediabot_media_sessions ", "mediabot_medi
 
 
 def fuzz_settings(sandbox: SandboxServer, output_dir: Path) -> Settings:
-    env = sandbox.env
-    return Settings(
-        _env_file=None,
-        tenant_id=env["MEDIABOT_TENANT_ID"],
-        client_id=env["MEDIABOT_CLIENT_ID"],
-        client_secret=env["MEDIABOT_CLIENT_SECRET"],
-        authority=env["MEDIABOT_AUTHORITY"],
-        graph_url=env["MEDIABOT_GRAPH_URL"],
-        ca_bundle=env["MEDIABOT_CA_BUNDLE"],
+    return sandbox_settings(
+        sandbox,
         callback_openid_url=sandbox.callback_openid_url,
         public_url=PUBLIC_URL,
         api_key=API_KEY,
-        graph_max_backoff=0.05,
         transcriber="none",
         output_dir=output_dir,
     )

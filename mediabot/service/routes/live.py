@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
 
 from mediabot.media.plane import MediaPlane
-from mediabot.service.deps import MediaDep, require_api_key
+from mediabot.service.deps import API_KEY_ERRORS, MediaDep, require_api_key
 from mediabot.service.live import LiveView
 
 __all__ = ["router"]
@@ -26,8 +26,7 @@ router = APIRouter(
     tags=["live"],
     dependencies=[Depends(require_api_key)],
     responses={
-        401: {"description": "No valid API key (or console session)."},
-        403: {"description": "A console-cookie request that changes state came from another origin."},
+        **API_KEY_ERRORS,
     },
 )
 NO_MEDIA: dict[int | str, dict[str, Any]] = {409: {"description": "This instance hosts no media (not app-hosted)."}}

@@ -23,7 +23,7 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 
-from mediabot.service.deps import SettingsDep, require_api_key
+from mediabot.service.deps import API_KEY_ERRORS, SettingsDep, require_api_key
 from mediabot.store.index import RecordingsIndex, SearchQueryError, UnknownCallError, fts_query
 from mediabot.store.layout import MIXED_NAME, WavFormatError, read_jsonl, safe_name, wav_info
 from mediabot.store.timeline import TIMELINE_FILE, render_timeline, timeline_lanes
@@ -37,8 +37,7 @@ router = APIRouter(
     tags=["recordings"],
     dependencies=[Depends(require_api_key)],
     responses={
-        401: {"description": "No valid API key (or console session)."},
-        403: {"description": "A console-cookie request that changes state came from another origin."},
+        **API_KEY_ERRORS,
         409: {"description": "This instance keeps no recordings (media is not app-hosted)."},
     },
 )

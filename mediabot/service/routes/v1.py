@@ -13,15 +13,14 @@ from mediabot.graph import user_target
 from mediabot.graph.join_url import parse_join_web_url
 from mediabot.graph.notifications import GRAPH_ID_PATTERN
 from mediabot.service._body import CheckedBodyRoute
-from mediabot.service.deps import CallRecordsDep, GraphDep, ManagerDep, require_api_key
+from mediabot.service.deps import API_KEY_ERRORS, CallRecordsDep, GraphDep, ManagerDep, require_api_key
 
 __all__ = ["router"]
 
 # What the whole operator API may answer besides each route's own: the key is checked first.
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **API_KEY_ERRORS,
     400: {"description": "The body is not UTF-8 JSON."},
-    401: {"description": "No valid API key (or console session)."},
-    403: {"description": "A console-cookie request that changes state came from another origin."},
     413: {"description": "The body is larger than the operator API takes (64 KiB)."},
 }
 NO_CALL: dict[int | str, dict[str, Any]] = {404: {"description": "No such call."}}

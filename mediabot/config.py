@@ -105,6 +105,11 @@ class Settings(BaseSettings):
         description="Decode each RTP packet as it arrives, on the event loop (no jitter-buffer prefetch, no decoder "
         "thread hop); false uses aiortc's stock receive path.",
     )
+    media_direct_rtp: bool = Field(
+        default=True,
+        description="With inline receive, take each connection's SRTP packets straight from its socket once DTLS is "
+        "up (no aioice queue, no DTLS reader task, no RtpPacket); false leaves them on aiortc's path.",
+    )
     media_idle_timeout: float = Field(
         default=10.0,
         ge=0,

@@ -62,6 +62,9 @@ _DECODERS = {
 }
 
 
+_Packet = tuple[int, int, bytes, float]  # payload type, RTP timestamp, payload, arrival
+
+
 @dataclass
 class ReceiveStats:
     """What one receiver saw: packets in, decoded, released from the reorder hold, lost (never arrived in time),
@@ -127,20 +130,25 @@ class InlineAudioReceiver:
         self._next: int | None = None  # extended sequence number of the next packet to release
         self._last_seq = 0
         self._ext = 0
-        self._held: dict[int, tuple[RtpPacket, float]] = {}
+        self._held: dict[int, _Packet] = {}
         self._held_since = 0.0
         self._failed = False
 
     # aiortc's receiver calls ``add`` for every depayloaded packet and would decode the frame it returns.
     def add(self, packet: RtpPacket) -> tuple[bool, None]:
         """Take one RTP packet (aiortc's jitter-buffer interface): no picture-loss flag, no frame for aiortc."""
-        if self._failed:
-            return False, None
-        try:
-            self._add(packet, self._now())
-        except Exception as exc:  # a bug here must not stop aiortc's transport loop, which called us
-            self._fail(exc)
+        payload: bytes = getattr(packet, "_data", packet.payload)  # aiortc depayloads into ``_data``
+        self.take(packet.sequence_number, packet.payload_type, packet.timestamp, payload, self._now())
         return False, None
+
+    def take(self, sequence: int, payload_type: int, timestamp: int, payload: bytes, arrival: float) -> None:
+        """Take one RTP packet's fields (its payload depayloaded), arrived at ``arrival`` (this receiver's clock)."""
+        if self._failed:
+            return
+        try:
+            self._add(sequence, (payload_type, timestamp, payload, arrival))
+        except Exception as exc:  # a bug here must not stop the transport's reader, which called us
+            self._fail(exc)
 
     def _fail(self, exc: Exception) -> None:
         self._failed = True
@@ -153,9 +161,9 @@ class InlineAudioReceiver:
         if self._failed or self._next is None:
             return
         for seq in sorted(self._held):
-            packet, arrival = self._held.pop(seq)
+            packet = self._held.pop(seq)
             self.stats.lost += seq - self._next
-            self._deliver(packet, arrival)
+            self._deliver(*packet)
             self._next = seq + 1
 
     def expire(self) -> None:
@@ -182,13 +190,14 @@ class InlineAudioReceiver:
         self._ext += delta
         return self._ext
 
-    def _add(self, packet: RtpPacket, now: float) -> None:
+    def _add(self, sequence: int, packet: _Packet) -> None:
         stats = self.stats
         stats.packets += 1
+        now = packet[3]
         if self._next is None:
-            self._last_seq = packet.sequence_number
+            self._last_seq = sequence
             self._next = self._ext = 0
-        seq = self._extend(packet.sequence_number)
+        seq = self._extend(sequence)
         if not self._next - MAX_MISORDER <= seq <= self._next + MAX_DROPOUT:
             # The sender restarted its numbering: start over from this packet (its RTP timestamp places it).
             stats.restarts += 1
@@ -201,7 +210,7 @@ class InlineAudioReceiver:
             if seq not in self._held:
                 if not self._held:
                     self._held_since = now
-                self._held[seq] = (packet, now)
+                self._held[seq] = packet
             if len(self._held) < MAX_HELD and now - self._held_since < self._reorder_s:
                 return
             # The missing packets are not coming in time: skip to the first held one.
@@ -209,7 +218,7 @@ class InlineAudioReceiver:
             stats.lost += first - self._next
             self._next = first
         else:
-            self._deliver(packet, now)
+            self._deliver(*packet)
             self._next += 1
         self._release()
 
@@ -220,21 +229,20 @@ class InlineAudioReceiver:
             assert self._next is not None
             item = held.pop(self._next, None)
             if item is None:
-                self._held_since = min(arrival for _, arrival in held.values())
+                self._held_since = min(packet[3] for packet in held.values())
                 return
             self.stats.reordered += 1
             self._deliver(*item)
             self._next += 1
 
-    def _deliver(self, packet: RtpPacket, arrival: float) -> None:
-        mime = self.codecs.get(packet.payload_type)
+    def _deliver(self, payload_type: int, timestamp: int, payload: bytes, arrival: float) -> None:
+        mime = self.codecs.get(payload_type)
         if mime is None:
             self.stats.unknown_payload += 1
             return
         decoder = self._decoders.get(mime)
         if decoder is None:
             decoder = self._decoders[mime] = _Decoder(mime)
-        payload: bytes = getattr(packet, "_data", packet.payload)  # aiortc depayloads into ``_data``
         if not payload:
             return
         try:
@@ -242,7 +250,6 @@ class InlineAudioReceiver:
         except av.FFmpegError:
             self.stats.undecodable += 1
             return
-        timestamp = packet.timestamp
         for frame in frames:
             count = frame.samples
             samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16, count=count)

@@ -51,6 +51,7 @@ from mediabot.media.pipeline import StreamPipeline, TimelineClock
 from mediabot.media.prompt import Prompt, PromptTrack
 from mediabot.media.receive import InlineAudioReceiver, attach, payload_codecs
 from mediabot.media.recorder import CallRecorder, RecorderIO, TrackWriter
+from mediabot.media.rtpdirect import DirectRtp, direct_rtp
 from mediabot.media.rtpguard import ReceiverGuard
 from mediabot.media.vad import SegmenterParams, SpeechSegment, SpeechSegmenter, create_vad
 from mediabot.media.whip import close_peer
@@ -174,6 +175,7 @@ class MediaOptions:
     record_ogg: bool = False
     ice_loopback: bool = False
     inline_receive: bool = True
+    direct_rtp: bool = True
     prompt_dir: Any = None
     ca_bundle: Any = None
     media_idle_timeout: float = 10.0
@@ -324,6 +326,7 @@ class SourceConnection:
     answer_sdp: str = ""
     inline: InlineAudioReceiver | None = None
     guard: ReceiverGuard | None = None
+    direct: DirectRtp | None = None
     task: asyncio.Task[None] | None = None
     ended: bool = False
     packets_lost: int = 0
@@ -344,9 +347,12 @@ class SourceConnection:
             if isinstance(stats, RTCInboundRtpStreamStats):
                 self.packets_lost = max(stats.packetsLost, 0)
                 self.jitter_s = stats.jitter / 48000 if self.codec.lower() == "audio/opus" else stats.jitter / 8000
-            elif isinstance(stats, RTCTransportStats) and stats.packetsReceived != self.datagrams:
-                self.datagrams = stats.packetsReceived
-                self.heard_at = now
+            elif isinstance(stats, RTCTransportStats):
+                # The RTP that went straight from the socket bypassed the transport's count.
+                datagrams = stats.packetsReceived + (self.direct.datagrams if self.direct is not None else 0)
+                if datagrams != self.datagrams:
+                    self.datagrams = datagrams
+                    self.heard_at = now
 
 
 @dataclass
@@ -564,6 +570,10 @@ class MediaSession:
         if connection.inline is None and not _warned_stock_receive:
             _warned_stock_receive = True
             logger.warning("media: this aiortc cannot be hooked for inline receive; using its stock receive path")
+        if connection.inline is not None and self.options.direct_rtp:
+            connection.direct = direct_rtp(
+                connection.transceiver.receiver, connection.inline, connection.guard, now=self.clock.now
+            )
 
     def _background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run ``work`` as a task the session keeps (and awaits when it closes)."""
@@ -600,6 +610,8 @@ class MediaSession:
         await close_peer(connection.pc)
         if connection.task is not None:
             await self._end_reader(connection, connection.task, READER_END_S if started else 0.0)
+        if connection.direct is not None:
+            connection.direct.stop()
         if connection.inline is not None:
             connection.inline.close()
         connection.pipeline.close()
@@ -969,6 +981,11 @@ def _stats(connection: SourceConnection) -> dict[str, Any]:
             "late": received.late,
             "undecodable": received.undecodable,
         }
+    if connection.direct is not None:
+        counts.setdefault("rtp", {})
+        counts["rtp"]["direct"] = connection.direct.datagrams
+        counts["rtp"]["unprotect_failed"] = connection.direct.unprotect_failed
+        counts["rtp"]["malformed"] = connection.direct.malformed
     if connection.guard is not None:
         counts.setdefault("rtp", {})
         counts["rtp"]["foreign_ssrc"] = connection.guard.foreign

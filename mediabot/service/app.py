@@ -82,6 +82,7 @@ def media_options(settings: Settings) -> MediaOptions:
         record_ogg=settings.record_ogg,
         ice_loopback=settings.media_ice_loopback,
         inline_receive=settings.media_inline_receive,
+        direct_rtp=settings.media_direct_rtp,
         media_idle_timeout=settings.media_idle_timeout,
         prompt_dir=settings.prompt_dir,
         ca_bundle=settings.ca_bundle,

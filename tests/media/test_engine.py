@@ -118,6 +118,9 @@ async def test_a_source_is_recorded_segmented_and_its_digits_heard(whip_server: 
     (ended,) = [e for e in events if e["type"] == "source_disconnected"]
     assert ended["rtp"]["packets"] >= ended["frames_in"] > 0
     assert ended["rtp"]["lost"] == ended["rtp"]["undecodable"] == 0
+    # Once DTLS was up, RTP went straight from the socket (what came before went through aiortc's reader).
+    assert 0 < ended["rtp"]["direct"] <= ended["rtp"]["packets"]
+    assert ended["rtp"]["unprotect_failed"] == ended["rtp"]["malformed"] == 0
     call = json.loads((folder / "call.json").read_text())
     assert call["complete"] is True
     assert call["participants"] == [

@@ -396,6 +396,7 @@ async def test_garbage_on_the_media_ports_leaves_the_call_intact(
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
     [noise] = [e for e in events if e["type"] == "source_disconnected" and e["source_id"] == "9"]
     assert noise["rtp"]["packets"] >= 200  # the insider's packets reached the receiver and were dealt with
+    assert noise["rtp"]["direct"] > 0 and noise["rtp"]["malformed"] >= 1  # its lying padding, from the socket
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
     assert sum(sent.values()) > 2000 and insider.sent > 300
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -117,6 +118,7 @@ def serve(
     from pydantic import ValidationError
 
     from mediabot._heap import fix_mmap_threshold
+    from mediabot._loop import resolve
     from mediabot.config import Settings
     from mediabot.service import create_app
 
@@ -129,6 +131,11 @@ def serve(
         settings = settings.model_copy(update={"media_workers": media_workers})
     if not (ctx.obj or {}).get("log_chosen"):
         configure_logging(settings.log_level, settings.log_format)
+    try:
+        loop = resolve(settings.event_loop)
+    except RuntimeError as exc:
+        raise ConfigError(str(exc)) from exc
+    logging.getLogger(__name__).info("event loop: %s", loop)
     application = create_app(settings)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -138,6 +145,7 @@ def serve(
     sock.listen(128)
     config = uvicorn.Config(
         application,
+        loop=loop,
         log_config=None,
         access_log=False,
         # On SIGTERM, requests get this long to finish, then the lifespan's shutdown runs (calls hung up, files

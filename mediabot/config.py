@@ -9,6 +9,7 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from mediabot._loop import EventLoop
 from mediabot.logs import LogFormat, LogLevel
 
 __all__ = ["Settings"]
@@ -104,6 +105,11 @@ class Settings(BaseSettings):
         default=True,
         description="Decode each RTP packet as it arrives, on the event loop (no jitter-buffer prefetch, no decoder "
         "thread hop); false uses aiortc's stock receive path.",
+    )
+    event_loop: EventLoop = Field(
+        default="auto",
+        description="The event loop of the service and its media workers: uvloop (auto: when installed) or "
+        "asyncio's own.",
     )
     media_direct_rtp: bool = Field(
         default=True,

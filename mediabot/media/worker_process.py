@@ -21,10 +21,11 @@ import os
 import signal
 import socket
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 from mediabot._errors import MediaBotError
 from mediabot._heap import fix_mmap_threshold
+from mediabot._loop import loop_factory
 from mediabot.logs import LogFormat, TextFormatter, configure_logging
 from mediabot.media.blob import app_hosted_media_config
 from mediabot.media.engine import MediaEngine
@@ -39,13 +40,21 @@ logger = logging.getLogger(__name__)
 PUSH_INTERVAL_S = 0.3
 
 
-def run(index: int, options: MediaOptions, sock: socket.socket, log_level: int, log_format: LogFormat) -> None:
-    """The worker process's entry point (the ``multiprocessing`` spawn target)."""
+def run(
+    index: int,
+    options: MediaOptions,
+    sock: socket.socket,
+    log_level: int,
+    log_format: LogFormat,
+    loop: Literal["uvloop", "asyncio"] = "asyncio",
+) -> None:
+    """The worker process's entry point (the ``multiprocessing`` spawn target); ``loop``: the service's kind."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group; the service stops us
     fix_mmap_threshold()  # spawned: the service's setting is not inherited
     configure_worker_logging(index, log_level, log_format)
     try:
-        asyncio.run(_serve(index, options, sock))
+        with asyncio.Runner(loop_factory=loop_factory(loop)) as runner:
+            runner.run(_serve(index, options, sock))
     except Exception:
         logger.exception("media worker %d failed", index)
         raise SystemExit(1) from None

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from mediabot._errors import MediaError
+from mediabot._loop import running_loop_name
 from mediabot.logs import JsonFormatter, LogFormat, log_context
 from mediabot.media import worker_process
 from mediabot.media.blob import MediaConfigBlob, app_hosted_media_config
@@ -293,7 +294,7 @@ class MediaWorkers:
         level, fmt = _service_logging()
         process = self._context.Process(
             target=worker_process.run,
-            args=(worker.index, self.options, theirs, level, fmt),
+            args=(worker.index, self.options, theirs, level, fmt, running_loop_name()),
             name=f"mediabot-media-{worker.index}",
             daemon=True,  # an abandoned worker gets SIGTERM at exit, and finishes its files
         )

@@ -143,6 +143,19 @@ class MediaCollector(Collector):
             family = CounterMetricFamily(name, documentation)
             family.add_metric([], getattr(totals, attribute) if totals is not None else 0)
             yield family
+        dropped = CounterMetricFamily(
+            "mediabot_media_packets_dropped",
+            "RTP packets dropped before decoding: SRTP refused them (forged or replayed), they were not well-formed "
+            "RTP, or they came from an SSRC other than the connection's sending source.",
+            labels=["reason"],
+        )
+        for reason, attribute in (
+            ("srtp", "packets_refused"),
+            ("malformed", "packets_malformed"),
+            ("foreign_ssrc", "packets_foreign"),
+        ):
+            dropped.add_metric([reason], getattr(totals, attribute) if totals is not None else 0)
+        yield dropped
         yield FRAME_DELAY.family(
             "mediabot_media_frame_delay_seconds",
             "RTP packet arrival to its audio having passed the pipeline and the sinks (inline receive only).",

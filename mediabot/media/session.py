@@ -364,6 +364,9 @@ class StreamTotals:
     packets_lost: int = 0
     frames_concealed: int = 0
     frames_late: int = 0
+    packets_refused: int = 0  # SRTP refused them (forged, replayed), on the direct path
+    packets_malformed: int = 0  # unprotected but not well-formed RTP, on the direct path
+    packets_foreign: int = 0  # from an SSRC other than the connection's sending source
 
     def add(self, connection: SourceConnection) -> None:
         """Count one connection's counters in."""
@@ -372,6 +375,11 @@ class StreamTotals:
         self.packets_lost += connection.packets_lost
         self.frames_concealed += stats.gap_samples // FRAME_SAMPLES
         self.frames_late += stats.late_frames
+        if connection.direct is not None:
+            self.packets_refused += connection.direct.unprotect_failed
+            self.packets_malformed += connection.direct.malformed
+        if connection.guard is not None:
+            self.packets_foreign += connection.guard.foreign
 
     def merge(self, other: StreamTotals) -> None:
         """Count another total in (streams included)."""
@@ -380,6 +388,9 @@ class StreamTotals:
         self.packets_lost += other.packets_lost
         self.frames_concealed += other.frames_concealed
         self.frames_late += other.frames_late
+        self.packets_refused += other.packets_refused
+        self.packets_malformed += other.packets_malformed
+        self.packets_foreign += other.packets_foreign
 
 
 class MediaSession:

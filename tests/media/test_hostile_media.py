@@ -48,11 +48,13 @@ from aiortc.mediastreams import MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from aiortc.stats import RTCRemoteInboundRtpStreamStats
 from av import AudioFrame
+from prometheus_client import CollectorRegistry, generate_latest
 
 from mediabot.media.engine import MediaEngine
 from mediabot.media.pipeline import TIMELINE_LEAD
 from mediabot.media.receive import payload_codecs
 from mediabot.media.session import MediaSession, RosterEntry, SourceConnection
+from mediabot.metrics import MediaCollector
 
 from .conftest import (
     RATE,
@@ -339,6 +341,14 @@ class Insider:
         await self.send(bytes(lying))
 
 
+def scrape(engine: MediaEngine) -> dict[str, float]:
+    """The engine's media metrics as ``/metrics`` renders them: sample line (name and labels) → value."""
+    registry = CollectorRegistry()
+    registry.register(MediaCollector(lambda: engine))
+    lines = generate_latest(registry).decode().splitlines()
+    return {name: float(value) for name, value in (line.rsplit(" ", 1) for line in lines if not line.startswith("#"))}
+
+
 # -- the tests --------------------------------------------------------------------------------------------------------
 
 
@@ -397,6 +407,11 @@ async def test_garbage_on_the_media_ports_leaves_the_call_intact(
     [noise] = [e for e in events if e["type"] == "source_disconnected" and e["source_id"] == "9"]
     assert noise["rtp"]["packets"] >= 200  # the insider's packets reached the receiver and were dealt with
     assert noise["rtp"]["direct"] > 0 and noise["rtp"]["malformed"] >= 1  # its lying padding, from the socket
+    scraped = scrape(engine)
+    assert scraped['mediabot_media_packets_dropped_total{reason="malformed"}'] == noise["rtp"]["malformed"]
+    assert scraped['mediabot_media_packets_dropped_total{reason="srtp"}'] == sum(
+        e["rtp"]["unprotect_failed"] for e in events if e["type"] == "source_disconnected"
+    )
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], [r.getMessage() for r in caplog.records]
     assert sum(sent.values()) > 2000 and insider.sent > 300
 
@@ -544,6 +559,9 @@ async def test_a_flood_of_ssrcs_from_the_peer_is_dropped_and_its_reports_go_on(s
     await served.engine.release("call-ssrcs")
     noise = source_end(served, "call-ssrcs", "9")
     assert noise["rtp"]["foreign_ssrc"] == len(foreign) and noise["reason"] == "deleted"
+    # /metrics counts them too, once the connection is gone.
+    scraped = scrape(served.engine)
+    assert scraped['mediabot_media_packets_dropped_total{reason="foreign_ssrc"}'] == len(foreign)
 
 
 async def test_a_report_field_the_peer_overflows_does_not_stall_the_close(served: Served) -> None:

@@ -169,7 +169,9 @@ class DirectRtp:
                 self.malformed += 1
                 return
             start += 4 + 4 * _U16.unpack_from(plain, start + 2)[0]
-        end = size - plain[-1] if first & 0x20 else size
+        end = size
+        if first & 0x20:  # padding: its last octet counts it, itself included (RFC 3550 5.1), so never 0
+            end -= plain[-1] or size + 1
         if start > end:
             self.malformed += 1
             return

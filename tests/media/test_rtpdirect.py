@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc.rtp import RtpPacket
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from mediabot.media.receive import payload_codecs
 from mediabot.media.rtpdirect import DirectRtp, direct_rtp
@@ -188,3 +190,33 @@ async def test_stop_gives_the_socket_back_to_aiortc() -> None:
 def test_an_aiortc_without_the_attributes_keeps_its_own_path() -> None:
     receiver = types.SimpleNamespace(transport=types.SimpleNamespace(state="connected"))
     assert direct_rtp(receiver, Taken(), None) is None  # type: ignore[arg-type]
+
+
+def parser() -> tuple[DirectRtp, Taken]:
+    """A :class:`DirectRtp` on a stand-in receiver (its codecs and RTCP statistics only), for the parse alone."""
+    receiver = types.SimpleNamespace(
+        transport=None,
+        _RTCRtpReceiver__codecs={111: types.SimpleNamespace(clockRate=48000)},
+        _RTCRtpReceiver__remote_streams={},
+    )
+    taken = Taken()
+    return DirectRtp(receiver, taken, None), taken  # type: ignore[arg-type]
+
+
+@given(st.binary(min_size=12, max_size=200), st.integers(0, 0x3F))
+@example(bytes(12) + b"\x01\x00", 0x20)  # a padding count of 0: not even the count's own octet
+@example(bytes(12) + b"\x00\x00\x00\x09" + bytes(4), 0x10)  # an extension longer than the packet
+@example(bytes(12), 0x0F)  # 15 CSRCs announced, none there
+def test_any_unprotected_packet_is_parsed_exactly_as_aiortc_parses_it_or_counted_malformed(
+    body: bytes, flags: int
+) -> None:
+    plain = bytes([0x80 | flags]) + body[1:]  # version 2, as every datagram the direct path takes
+    direct, taken = parser()
+    direct._take(plain)
+    try:
+        packet = RtpPacket.parse(plain)
+    except ValueError:
+        assert direct.malformed == 1 and not taken.packets
+        return
+    assert direct.malformed == 0
+    assert taken.packets == [(packet.sequence_number, packet.payload_type, packet.timestamp, packet.payload)]

@@ -8,7 +8,9 @@ the thread hop (queue, wake-up pipe, futures) took about 15 % of the receive pat
 40 % more than a mono one.
 
 :class:`InlineAudioReceiver` takes the jitter buffer's place on one receiver (aiortc hands it every depayloaded RTP
-packet of the stream, on the event loop, right after SRTP), and instead
+packet of the stream, on the event loop, right after SRTP, through :meth:`InlineAudioReceiver.add`; once DTLS is up,
+:mod:`mediabot.media.rtpdirect` hands it the packets straight from the socket through
+:meth:`InlineAudioReceiver.take`), and instead
 
 1. releases packets in sequence-number order the moment they are next in line; a packet after a gap waits at most
    :data:`REORDER_S` for the missing one, which is then counted lost (its time becomes silence in the pipeline);

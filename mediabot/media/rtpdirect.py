@@ -155,14 +155,6 @@ class DirectRtp:
     def _take(self, plain: bytes) -> None:
         first = plain[0]
         size = len(plain)
-        sequence, timestamp, ssrc = _HEADER.unpack_from(plain, 2)
-        guard = self.guard
-        if guard is not None:
-            if not guard.ssrcs:
-                guard.ssrcs.add(ssrc)
-            elif ssrc not in guard.ssrcs:
-                guard.foreign += 1
-                return
         start = 12 + 4 * (first & 0x0F)
         if first & 0x10:  # a header extension: its length in 32-bit words follows its profile
             if start + 4 > size:
@@ -175,6 +167,14 @@ class DirectRtp:
         if start > end:
             self.malformed += 1
             return
+        sequence, timestamp, ssrc = _HEADER.unpack_from(plain, 2)
+        guard = self.guard
+        if guard is not None:  # a well-formed packet pins an unsignaled connection, as aiortc's router would
+            if not guard.ssrcs:
+                guard.ssrcs.add(ssrc)
+            elif ssrc not in guard.ssrcs:
+                guard.foreign += 1
+                return
         payload_type = plain[1] & 0x7F
         self._count(ssrc, payload_type, sequence, timestamp)
         self.inline.take(sequence, payload_type, timestamp, plain[start:end], self._now())

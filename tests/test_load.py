@@ -11,8 +11,9 @@ throughout.
 
 - **Concurrent calls**: N calls of 4 participants, rung a few at a time and overlapping for most of their duration.
   Each call's folder must hold 4 track WAVs and ``mixed.wav`` of exactly the same length, which must be, to the
-  sample, where its last stream's last frame ends (each stream's ``first_position`` and ``frames_out``): ``P + 1``
-  frames of 20 ms (``P`` = packets per stream; the resampler's tail makes the last one) give or take where each
+  sample, where its last stream's last frame ends (each stream's ``first_position`` and ``frames_out``): ``P``
+  frames of 20 ms (``P`` = packets per stream; ``P + 1`` when Opus is decimated from 48 kHz, whose filter's tail
+  makes one more) give or take where each
   stream was anchored. Every stream must have turned all its ``P`` packets into frames, with no RTP loss, no
   concealed and no late frame (the relay's counters, each source's ``source_disconnected`` event, the bot's
   ``/metrics``); what anchoring drops at a stream's start (:data:`MAX_REALIGN_SAMPLES`) is bounded and reported.
@@ -69,6 +70,7 @@ import pytest
 from benchmarks._load import ReceiverProcess, cpu_seconds, loop_clips, percentiles, rss_bytes
 from mediabot.audio import FRAME_SAMPLES
 from mediabot.audio.kernels import Decimator
+from mediabot.media import opus
 from mediabot.sandbox import SandboxServer
 from mediabot.sandbox._callback_signing import CallbackSigner
 from mediabot.sandbox._notifications import envelope, roster_notification
@@ -91,13 +93,17 @@ STORM_TOKEN_EVERY = 100
 STORM_MAX_IN_FLIGHT = 100
 """The paced phase's backlog bound: a second of notifications at 100/s (measured: 2-4 in flight with the bot on a
 core of its own, 40-52 with the machine's cores busy with other work)."""
-WARMUP_SAMPLES = Decimator.delay
-"""A stream's frames start this much before its first sample (the resampler's warm-up); the timeline starts this
-much before the first stream's (:data:`~mediabot.media.pipeline.TIMELINE_LEAD`): a stream of the same call
-anchored earlier than that one has its first samples trimmed (counted as late samples by the recorder)."""
+OPUS_AT_16K = opus.available()
+"""The bot decodes Opus at 16 kHz with libopus (no resampler after it), else at 48 kHz with PyAV and decimates."""
+WARMUP_SAMPLES = 0 if OPUS_AT_16K else Decimator.delay
+"""A stream's frames start this much before its first sample (the resampler's warm-up, if any); the timeline starts
+:data:`~mediabot.media.pipeline.TIMELINE_LEAD` before the first stream's media: a stream of the same call anchored
+earlier than that one has its first samples trimmed (counted as late samples by the recorder)."""
+TAIL_FRAMES = 0 if OPUS_AT_16K else 1
+"""Frames after a stream's last packet's: the decimator's tail rings into one more."""
 MAX_ANCHOR_SPREAD = 5 * FRAME_SAMPLES
-"""How far a call's length may be from ``P + 1`` frames: where its streams were anchored (their first packets'
-arrival, refined over a second) differs by a few ms, more on a busy machine."""
+"""How far a call's length may be from ``P`` (or ``P + 1``) frames: where its streams were anchored (their first
+packets' arrival, refined over a second) differs by a few ms, more on a busy machine."""
 MAX_REALIGN_SAMPLES = 5 * FRAME_SAMPLES
 """A stream is anchored by its first packets' arrival and realigned once a less-delayed packet shows, dropping that
 many samples of its audio (:class:`~mediabot.media.pipeline.StreamPipeline`). On an idle bot that is a few ms (the
@@ -367,9 +373,9 @@ def check_call(folder: Path, packets: int) -> CallCheck:
     check.expected = max(ends, default=0)
     if check.samples != check.expected:
         problems.append(f"{check.samples} samples; the streams end at {ends}")
-    # ... which is, but for where each stream was anchored (its arrival), P + 1 frames (the resampler's tail).
+    # ... which is, but for where each stream was anchored (its arrival), P frames (+ 1: a resampler's tail).
     problems = check.lost
-    if abs(check.samples - (packets + 1) * FRAME_SAMPLES) >= MAX_ANCHOR_SPREAD:
+    if abs(check.samples - (packets + TAIL_FRAMES) * FRAME_SAMPLES) >= MAX_ANCHOR_SPREAD:
         problems.append(f"{check.samples} samples for {packets} packets a stream")
     if check.frames_in != [packets] * PARTICIPANTS:
         problems.append(
@@ -426,8 +432,8 @@ class ConcurrentRun:
             "realigned_streams": sum(1 for c in self.checks for r in c.realigned if r),
             "start_trimmed_samples": sum(c.late_samples for c in self.checks),
             "length_minus_expected_frames_ms": [
-                min(c.samples for c in self.checks) / 16 - (round(self.seconds / PACKET_S) + 1) * 20,
-                max(c.samples for c in self.checks) / 16 - (round(self.seconds / PACKET_S) + 1) * 20,
+                min(c.samples for c in self.checks) / 16 - (round(self.seconds / PACKET_S) + TAIL_FRAMES) * 20,
+                max(c.samples for c in self.checks) / 16 - (round(self.seconds / PACKET_S) + TAIL_FRAMES) * 20,
             ],
             "window_s": round(self.window_s, 1),
             "bot_cpu_pct": None if self.bot_cpu is None else round(self.bot_cpu * 100, 1),

@@ -128,7 +128,23 @@ class _Soxr(_Resampler):
         return tail
 
 
+class _Passthrough(_Resampler):
+    """16 kHz mono already (Opus decoded at 16 kHz): no filter, no delay, no tail."""
+
+    _EMPTY = np.zeros(0, np.int16)
+
+    def chunk(self, samples: Int16Array) -> Int16Array:
+        """The samples as they are."""
+        return samples
+
+    def last(self) -> Int16Array:
+        """Nothing held back."""
+        return self._EMPTY
+
+
 def _resampler(rate: int, channels: int) -> _Resampler:
+    if rate == SAMPLE_RATE and channels == 1:
+        return _Passthrough()
     return _Decimate(channels) if rate == DECIMATED_RATE and channels <= 2 else _Soxr(rate, channels)
 
 

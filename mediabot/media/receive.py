@@ -41,6 +41,8 @@ from aiortc.rtp import RtpPacket
 from aiortc.sdp import SessionDescription
 from av.audio.codeccontext import AudioCodecContext
 
+from mediabot.media import opus
+from mediabot.media.opus import OpusDecoder, OpusError
 from mediabot.media.pipeline import StreamPipeline
 from mediabot.metrics import FRAME_DELAY
 
@@ -55,6 +57,7 @@ MAX_DROPOUT = 3000
 MAX_MISORDER = 100
 _JITTER_ATTRIBUTE = "_RTCRtpReceiver__jitter_buffer"
 _U16 = 1 << 16
+_U32 = 1 << 32
 
 # RTP payload codec (lower-case MIME type) → (PyAV decoder, decoding rate, channels): always mono.
 _DECODERS = {
@@ -121,9 +124,11 @@ class InlineAudioReceiver:
         now: Callable[[], float] = time.monotonic,
         on_failure: Callable[[BaseException], None] | None = None,
         reorder_s: float = REORDER_S,
+        opus16: bool | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.codecs = {pt: mime for pt, mime in codecs.items() if mime in _DECODERS}
+        opus16 = opus.available() if opus16 is None else opus16
         self.stats = ReceiveStats()
         self._now = now
         self._on_failure = on_failure
@@ -135,6 +140,9 @@ class InlineAudioReceiver:
         self._held: dict[int, _Packet] = {}
         self._held_since = 0.0
         self._failed = False
+        self._opus16: OpusDecoder | None = OpusDecoder() if opus16 and "audio/opus" in self.codecs.values() else None
+        self._ts_last: int | None = None  # the Opus stream's last RTP timestamp (48 kHz) and its unwrapped count
+        self._ts_ext = 0
 
     # aiortc's receiver calls ``add`` for every depayloaded packet and would decode the frame it returns.
     def add(self, packet: RtpPacket) -> tuple[bool, None]:
@@ -242,11 +250,14 @@ class InlineAudioReceiver:
         if mime is None:
             self.stats.unknown_payload += 1
             return
+        if not payload:
+            return
+        if self._opus16 is not None and mime == "audio/opus":
+            self._deliver_opus16(self._opus16, timestamp, payload, arrival)
+            return
         decoder = self._decoders.get(mime)
         if decoder is None:
             decoder = self._decoders[mime] = _Decoder(mime)
-        if not payload:
-            return
         try:
             frames = decoder.decode(payload)
         except av.FFmpegError:
@@ -257,6 +268,25 @@ class InlineAudioReceiver:
             samples = np.frombuffer(memoryview(frame.planes[0]), dtype=np.int16, count=count)
             self.pipeline.push(timestamp, frame.sample_rate, 1, samples, arrival)
             timestamp = (timestamp + count) & 0xFFFFFFFF
+        self.stats.decoded += 1
+        FRAME_DELAY.observe(self._now() - arrival)
+
+    def _deliver_opus16(self, decoder: OpusDecoder, timestamp: int, payload: bytes, arrival: float) -> None:
+        """Opus through libopus at 16 kHz: the RTP timestamp (a 48 kHz clock) becomes a 16 kHz one for the pipeline.
+        Opus frame sizes are whole multiples of 3 samples at 48 kHz, so the division is exact between packets."""
+        try:
+            samples = decoder.decode(payload)
+        except OpusError:
+            self.stats.undecodable += 1
+            return
+        if self._ts_last is None:
+            self._ts_last = self._ts_ext = timestamp
+        delta = (timestamp - self._ts_last) % _U32
+        if delta >= _U32 // 2:
+            delta -= _U32
+        self._ts_last = timestamp
+        self._ts_ext += delta
+        self.pipeline.push((self._ts_ext // 3) % _U32, opus.RATE, 1, samples, arrival)
         self.stats.decoded += 1
         FRAME_DELAY.observe(self._now() - arrival)
 

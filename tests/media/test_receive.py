@@ -13,6 +13,8 @@ from aiortc.jitterbuffer import JitterBuffer
 from aiortc.rtp import RtpPacket
 
 from mediabot.audio import FRAME_SAMPLES, SAMPLE_RATE
+from mediabot.audio.kernels import Decimator
+from mediabot.media import opus
 from mediabot.media.pipeline import StreamPipeline, TimelineClock
 from mediabot.media.receive import REORDER_S, InlineAudioReceiver, attach, payload_codecs
 from mediabot.metrics import FRAME_DELAY
@@ -74,10 +76,23 @@ def rtp(seq: int, timestamp: int, payload: bytes, pt: int = OPUS_PT) -> RtpPacke
     return packet
 
 
-def receiver(clock: Clock) -> tuple[InlineAudioReceiver, StreamPipeline, Sink]:
+def receiver(clock: Clock, opus16: bool | None = None) -> tuple[InlineAudioReceiver, StreamPipeline, Sink]:
     sink = Sink()
     pipeline = StreamPipeline(TimelineClock(clock), [sink])
-    return InlineAudioReceiver(pipeline, {OPUS_PT: "audio/opus", PCMU_PT: "audio/pcmu"}, now=clock), pipeline, sink
+    codecs = {OPUS_PT: "audio/opus", PCMU_PT: "audio/pcmu"}
+    return InlineAudioReceiver(pipeline, codecs, now=clock, opus16=opus16), pipeline, sink
+
+
+def receive_all(packets: list[bytes], opus16: bool | None, first_ts: int = 5000) -> tuple[InlineAudioReceiver, Sink]:
+    """Every packet in order, 20 ms apart, then the end of the stream."""
+    clock = Clock()
+    inline, pipeline, sink = receiver(clock, opus16)
+    for k, payload in enumerate(packets):
+        assert inline.add(rtp(1000 + k, first_ts + k * FRAME_IN, payload)) == (False, None)
+        clock.t += 0.02
+    inline.close()
+    pipeline.close()
+    return inline, sink
 
 
 @pytest.fixture(scope="module")
@@ -85,21 +100,38 @@ def packets() -> list[bytes]:
     return opus_packets(100)
 
 
-def test_in_order_packets_are_decoded_on_arrival_as_mono(packets: list[bytes]) -> None:
-    clock = Clock()
-    inline, pipeline, sink = receiver(clock)
-    for k, payload in enumerate(packets):
-        assert inline.add(rtp(1000 + k, 5000 + k * FRAME_IN, payload)) == (False, None)
-        clock.t += 0.02
-    inline.close()
-    pipeline.close()
+@pytest.mark.parametrize("opus16", [True, False], ids=["libopus-16k", "pyav-48k"])
+def test_in_order_packets_are_decoded_on_arrival_as_mono(packets: list[bytes], opus16: bool) -> None:
+    inline, sink = receive_all(packets, opus16)
     assert inline.stats.decoded == len(packets) and inline.stats.lost == 0 and inline.stats.reordered == 0
-    assert pipeline.stats.frames_in == len(packets) and pipeline.stats.gap_samples == 0
-    # Every 20 ms of 48 kHz input came out as 20 ms at 16 kHz, nothing held back, nothing invented: the frames
-    # start the filter's delay before the first sample, so its tail rings out into one more (padded) frame.
-    assert sink.audio.size == len(packets) * FRAME_SAMPLES + FRAME_SAMPLES
+    assert inline.pipeline.stats.frames_in == len(packets) and inline.pipeline.stats.gap_samples == 0
+    assert inline.pipeline.stats.discontinuities == 0
+    # Every 20 ms of input came out as 20 ms at 16 kHz, nothing held back, nothing invented. Decoded at 48 kHz, the
+    # frames start the decimator's delay before the first sample and its tail rings out into one more (padded) frame.
+    tail = 0 if opus16 else FRAME_SAMPLES
+    assert sink.audio.size == len(packets) * FRAME_SAMPLES + tail
     spectrum = np.abs(np.fft.rfft(sink.audio[SAMPLE_RATE // 2 :].astype(np.float64)))
     assert abs(np.argmax(spectrum) * SAMPLE_RATE / (sink.audio.size - SAMPLE_RATE // 2) - 440) < 5
+
+
+def test_libopus_at_16k_sounds_like_pyav_at_48k_decimated() -> None:
+    """The two Opus paths give the same audio (the 16 kHz one without the decimator's 38-sample delay)."""
+    speechlike = [p for f in (300.0, 1200.0, 3100.0) for p in opus_packets(25, freq=f)]
+    _, fast = receive_all(speechlike, opus16=True)
+    _, reference = receive_all(speechlike, opus16=False)
+    delay = Decimator.delay
+    a = fast.audio[: speechlike.__len__() * FRAME_SAMPLES].astype(np.float64)
+    b = reference.audio[delay : delay + a.size].astype(np.float64)
+    assert np.corrcoef(a, b)[0, 1] > 0.99
+    assert abs(20 * np.log10(np.std(a) / np.std(b))) < 0.5  # the same level, within half a dB
+
+
+def test_opus_timestamps_keep_their_place_across_the_32_bit_wrap(packets: list[bytes]) -> None:
+    """The 48 kHz RTP clock becomes a 16 kHz one for the pipeline: wrapping past 2**32 must not look like a jump."""
+    inline, sink = receive_all(packets, opus16=True, first_ts=2**32 - 10 * FRAME_IN)
+    stats = inline.pipeline.stats
+    assert stats.discontinuities == 0 and stats.gap_samples == 0 and stats.late_frames == 0
+    assert sink.audio.size == len(packets) * FRAME_SAMPLES
 
 
 def test_a_swapped_pair_is_put_back_in_order(packets: list[bytes]) -> None:
@@ -153,7 +185,8 @@ def test_sequence_numbers_wrap(packets: list[bytes]) -> None:
     inline.close()
     pipeline.close()
     assert inline.stats.decoded == 20 and inline.stats.lost == 0 and inline.stats.late == 0
-    assert sink.audio.size == 21 * FRAME_SAMPLES and pipeline.stats.gap_samples == 0
+    tail = 0 if opus.available() else 1  # decoded at 48 kHz, the decimator's tail makes one more frame
+    assert sink.audio.size == (20 + tail) * FRAME_SAMPLES and pipeline.stats.gap_samples == 0
 
 
 def test_a_sender_that_restarts_its_sequence_numbers_is_followed(packets: list[bytes]) -> None:

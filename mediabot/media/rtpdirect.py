@@ -86,12 +86,13 @@ class DirectRtp:
         self.unprotect_failed = 0  # SRTP refused them: forged, replayed, or not SRTP at all
         self.malformed = 0  # unprotected, but not a well-formed RTP packet
         self.active = False
-        self._receiver = receiver
         self._dtls = receiver.transport
+        # The receiver's codecs and per-SSRC RTCP statistics: dicts it keeps for its lifetime.
+        self._codecs: dict[int, Any] = getattr(receiver, _CODECS)
+        self._streams: dict[int, StreamStatistics] = getattr(receiver, _STREAMS)
         self._now = now
         self._seen = _Seen()
         self._protocol: Any = None
-        self._original: Callable[[bytes, tuple[Any, ...]], None] | None = None
 
     def start(self) -> bool:
         """Take the nominated pair's datagrams (call once DTLS is connected); ``False`` if there is none to take."""
@@ -107,8 +108,7 @@ class DirectRtp:
             return False
         host, port = pair.remote_addr  # type: ignore[union-attr]
         self._protocol = protocol
-        self._original = protocol.datagram_received
-        self._install(protocol, srtp, queue, host, port)
+        self._install(protocol, srtp, queue._queue, host, port)
         self.active = True
         return True
 
@@ -118,11 +118,10 @@ class DirectRtp:
             vars(self._protocol).pop("datagram_received", None)
         self.active = False
 
-    def _install(self, protocol: Any, srtp: pylibsrtp.Session, queue: Any, host: str, port: int) -> None:
-        original = self._original
-        assert original is not None
+    def _install(self, protocol: Any, srtp: pylibsrtp.Session, waiting: Any, host: str, port: int) -> None:
+        """``waiting``: aioice's queue's deque, non-empty while the DTLS task has datagrams still to read."""
+        original: Callable[[bytes, tuple[Any, ...]], None] = protocol.datagram_received
         rtp = self._rtp
-        waiting = queue._queue  # aioice's asyncio.Queue's deque: non-empty while the DTLS task has packets to read
 
         def received(data: bytes, addr: tuple[Any, ...]) -> None:
             first = data[0] if data else 0
@@ -181,13 +180,12 @@ class DirectRtp:
 
     def _count(self, ssrc: int, payload_type: int, sequence: int, timestamp: int) -> None:
         """Feed aiortc's RTCP statistics for the stream, as its receiver would (receiver reports, ``getStats``)."""
-        streams: dict[int, StreamStatistics] = getattr(self._receiver, _STREAMS)
-        stats = streams.get(ssrc)
+        stats = self._streams.get(ssrc)
         if stats is None:
-            codec = getattr(self._receiver, _CODECS).get(payload_type)
+            codec = self._codecs.get(payload_type)
             if codec is None:
                 return
-            stats = streams[ssrc] = StreamStatistics(codec.clockRate)
+            stats = self._streams[ssrc] = StreamStatistics(codec.clockRate)
         seen = self._seen
         seen.sequence_number = sequence
         seen.timestamp = timestamp

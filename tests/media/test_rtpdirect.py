@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from aiortc.rtp import RtpPacket
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -71,120 +73,100 @@ class Direct:
                 await self.taken.changed.wait()
 
 
-async def direct_pair() -> Direct:
+@pytest.fixture
+async def d() -> AsyncIterator[Direct]:
+    """A connected pair whose bot side reads RTP directly into a :class:`Taken`; closed afterwards."""
     pair = await connected_pair()
     taken = Taken()
     receiver = pair.audio.receiver
     receiver._RTCRtpReceiver__jitter_buffer = taken  # aiortc's path, for what the direct path leaves to it
     direct = direct_rtp(receiver, taken, pair.guard)
-    assert direct is not None and direct.active  # DTLS is up: it took the socket at once
-    pt = next(pt for pt, mime in payload_codecs(pair.bot.localDescription.sdp).items() if mime == "audio/opus")
-    return Direct(pair, direct, taken, pt, pair.publisher.getSenders()[0]._ssrc)
+    try:
+        assert direct is not None and direct.active  # DTLS is up: it took the socket at once
+        pt = next(pt for pt, mime in payload_codecs(pair.bot.localDescription.sdp).items() if mime == "audio/opus")
+        yield Direct(pair, direct, taken, pt, pair.publisher.getSenders()[0]._ssrc)
+    finally:
+        if direct is not None:
+            direct.stop()
+        await close_peer(pair.bot)
+        await pair.publisher.close()
 
 
-async def closed(d: Direct) -> None:
+async def test_packets_are_parsed_as_aiortc_would_and_still_counted_for_rtcp(d: Direct) -> None:
+    plain = d.packet(1)
+    extended = d.packet(2, payload=b"\x01\x02\x03\x04")
+    extended.csrc = [11, 12]
+    extended.extensions.mid = "0"  # a header extension aiortc writes
+    padded = d.packet(3, payload=b"\x05\x06").serialize()
+    padded = bytes([padded[0] | 0x20]) + padded[1:] + b"\x00\x00\x00\x04"  # 4 bytes of padding, count last
+    for raw in (plain.serialize(), extended.serialize(d.publisher_dtls._rtp_header_extensions_map), padded):
+        await d.send(raw)
+    await d.settle(3)
+    assert d.taken.packets == [
+        (1, d.pt, 960, b"\xf8\xff\xfe"),
+        (2, d.pt, 1920, b"\x01\x02\x03\x04"),
+        (3, d.pt, 2880, b"\x05\x06"),
+    ]
+    assert d.direct.datagrams == 3 and d.direct.malformed == 0 and d.direct.unprotect_failed == 0
+    stats = d.pair.audio.receiver._RTCRtpReceiver__remote_streams[d.ssrc]
+    assert stats.packets_received == 3 and stats.max_seq == 3  # receiver reports and getStats stay true
+    report = await d.pair.audio.receiver.getStats()
+    inbound = [s for s in report.values() if s.type == "inbound-rtp"]
+    assert inbound and inbound[0].packetsReceived == 3
+
+
+async def test_forged_replayed_and_malformed_packets_are_counted_and_dropped(d: Direct) -> None:
+    good = d.packet(1).serialize()
+    protected = d.publisher_dtls._tx_srtp.protect(good)
+    d.send_datagram(protected)
+    d.send_datagram(protected)  # a replay: libsrtp refuses it
+    d.send_datagram(protected[:-1] + bytes([protected[-1] ^ 1]))  # a forged tag
+    d.send_datagram(b"\x80" + bytes(11))  # RTP-looking, not SRTP
+    # Well protected, but its padding count is longer than the packet (libsrtp checks CSRCs and extensions
+    # itself, on both sides, so a packet wrong in those is a forgery here).
+    header = d.packet(5).serialize()[:12]
+    d.send_datagram(d.publisher_dtls._tx_srtp.protect(bytes([header[0] | 0x20]) + header[1:] + b"\x01\xff"))
+    await d.send(d.packet(9).serialize())  # the stream goes on
+    await d.settle(2)
+    assert [p[0] for p in d.taken.packets] == [1, 9]
+    assert d.direct.unprotect_failed == 3
+    assert d.direct.malformed == 1
+    assert d.direct.datagrams == 6
+
+
+async def test_a_foreign_ssrc_is_dropped_and_counted_by_the_guard(d: Direct) -> None:
+    assert d.pair.guard is not None
+    await d.send(d.packet(1, ssrc=424242).serialize())
+    await d.send(d.packet(2).serialize())
+    await d.settle(1)
+    assert [p[0] for p in d.taken.packets] == [2]
+    assert d.pair.guard.foreign == 1
+    assert set(d.pair.audio.receiver._RTCRtpReceiver__remote_streams) == {d.ssrc}
+
+
+async def test_order_is_kept_while_aiortc_still_has_older_datagrams_queued(d: Direct) -> None:
+    connection = d.pair.audio.receiver.transport.transport._connection
+    pair = connection._nominated[1]
+    first = d.publisher_dtls._tx_srtp.protect(d.packet(1).serialize())
+    second = d.publisher_dtls._tx_srtp.protect(d.packet(2).serialize())
+    # As if the DTLS task had not read the first yet: the second must queue behind it, not overtake it.
+    connection._queue.put_nowait((first, 1))
+    pair.protocol.datagram_received(second, pair.remote_addr)
+    assert d.direct.datagrams == 0
+    await d.settle(2)
+    assert [p[0] for p in d.taken.packets] == [1, 2]
+    # Once the queue is empty, the direct path takes the next one.
+    await d.send(d.packet(3).serialize())
+    await d.settle(3)
+    assert d.direct.datagrams == 1
+
+
+async def test_stop_gives_the_socket_back_to_aiortc(d: Direct) -> None:
     d.direct.stop()
-    await close_peer(d.pair.bot)
-    await d.pair.publisher.close()
-
-
-async def test_packets_are_parsed_as_aiortc_would_and_still_counted_for_rtcp() -> None:
-    d = await direct_pair()
-    try:
-        plain = d.packet(1)
-        extended = d.packet(2, payload=b"\x01\x02\x03\x04")
-        extended.csrc = [11, 12]
-        extended.extensions.mid = "0"  # a header extension aiortc writes
-        padded = d.packet(3, payload=b"\x05\x06").serialize()
-        padded = bytes([padded[0] | 0x20]) + padded[1:] + b"\x00\x00\x00\x04"  # 4 bytes of padding, count last
-        for raw in (plain.serialize(), extended.serialize(d.publisher_dtls._rtp_header_extensions_map), padded):
-            await d.send(raw)
-        await d.settle(3)
-        assert d.taken.packets == [
-            (1, d.pt, 960, b"\xf8\xff\xfe"),
-            (2, d.pt, 1920, b"\x01\x02\x03\x04"),
-            (3, d.pt, 2880, b"\x05\x06"),
-        ]
-        assert d.direct.datagrams == 3 and d.direct.malformed == 0 and d.direct.unprotect_failed == 0
-        stats = d.pair.audio.receiver._RTCRtpReceiver__remote_streams[d.ssrc]
-        assert stats.packets_received == 3 and stats.max_seq == 3  # receiver reports and getStats stay true
-        report = await d.pair.audio.receiver.getStats()
-        inbound = [s for s in report.values() if s.type == "inbound-rtp"]
-        assert inbound and inbound[0].packetsReceived == 3
-    finally:
-        await closed(d)
-
-
-async def test_forged_replayed_and_malformed_packets_are_counted_and_dropped() -> None:
-    d = await direct_pair()
-    try:
-        good = d.packet(1).serialize()
-        protected = d.publisher_dtls._tx_srtp.protect(good)
-        d.send_datagram(protected)
-        d.send_datagram(protected)  # a replay: libsrtp refuses it
-        d.send_datagram(protected[:-1] + bytes([protected[-1] ^ 1]))  # a forged tag
-        d.send_datagram(b"\x80" + bytes(11))  # RTP-looking, not SRTP
-        # Well protected, but its padding count is longer than the packet (libsrtp checks CSRCs and extensions
-        # itself, on both sides, so a packet wrong in those is a forgery here).
-        header = d.packet(5).serialize()[:12]
-        d.send_datagram(d.publisher_dtls._tx_srtp.protect(bytes([header[0] | 0x20]) + header[1:] + b"\x01\xff"))
-        await d.send(d.packet(9).serialize())  # the stream goes on
-        await d.settle(2)
-        assert [p[0] for p in d.taken.packets] == [1, 9]
-        assert d.direct.unprotect_failed == 3
-        assert d.direct.malformed == 1
-        assert d.direct.datagrams == 6
-    finally:
-        await closed(d)
-
-
-async def test_a_foreign_ssrc_is_dropped_and_counted_by_the_guard() -> None:
-    d = await direct_pair()
-    try:
-        assert d.pair.guard is not None
-        await d.send(d.packet(1, ssrc=424242).serialize())
-        await d.send(d.packet(2).serialize())
-        await d.settle(1)
-        assert [p[0] for p in d.taken.packets] == [2]
-        assert d.pair.guard.foreign == 1
-        assert set(d.pair.audio.receiver._RTCRtpReceiver__remote_streams) == {d.ssrc}
-    finally:
-        await closed(d)
-
-
-async def test_order_is_kept_while_aiortc_still_has_older_datagrams_queued() -> None:
-    d = await direct_pair()
-    try:
-        connection = d.pair.audio.receiver.transport.transport._connection
-        pair = connection._nominated[1]
-        first = d.publisher_dtls._tx_srtp.protect(d.packet(1).serialize())
-        second = d.publisher_dtls._tx_srtp.protect(d.packet(2).serialize())
-        # As if the DTLS task had not read the first yet: the second must queue behind it, not overtake it.
-        connection._queue.put_nowait((first, 1))
-        pair.protocol.datagram_received(second, pair.remote_addr)
-        assert d.direct.datagrams == 0
-        await d.settle(2)
-        assert [p[0] for p in d.taken.packets] == [1, 2]
-        # Once the queue is empty, the direct path takes the next one.
-        await d.send(d.packet(3).serialize())
-        await d.settle(3)
-        assert d.direct.datagrams == 1
-    finally:
-        await closed(d)
-
-
-async def test_stop_gives_the_socket_back_to_aiortc() -> None:
-    d = await direct_pair()
-    try:
-        d.direct.stop()
-        await d.send(d.packet(1).serialize())
-        await d.settle(1)
-        assert d.direct.datagrams == 0 and d.taken.packets[0][0] == 1
-        assert "datagram_received" not in vars(
-            d.pair.audio.receiver.transport.transport._connection._nominated[1].protocol
-        )
-    finally:
-        await closed(d)
+    await d.send(d.packet(1).serialize())
+    await d.settle(1)
+    assert d.direct.datagrams == 0 and d.taken.packets[0][0] == 1
+    assert "datagram_received" not in vars(d.pair.audio.receiver.transport.transport._connection._nominated[1].protocol)
 
 
 def test_an_aiortc_without_the_attributes_keeps_its_own_path() -> None:
